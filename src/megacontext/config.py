@@ -1,0 +1,64 @@
+"""Small frozen config dataclasses, one per component, composed into `MegaConfig` (STYLE §5).
+
+Stdlib only. CLI flags and files overlay these; `validate` names the offending flag.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    block_size: int = 32  # K: block size and branching factor, fixed for a store's life
+    gist_dtype: str = "fp16"  # fp16 | bf16 | fp32
+
+    def validate(self) -> None:
+        if not 2 <= self.block_size <= 1024:
+            raise ValueError(f"--block-size must be in [2, 1024], got {self.block_size}")
+        if self.gist_dtype not in ("fp16", "bf16", "fp32"):
+            raise ValueError(f"--gist-dtype must be fp16, bf16 or fp32, got {self.gist_dtype!r}")
+
+
+@dataclass(frozen=True)
+class AllocatorConfig:
+    tau_expand: float = 0.0  # expansions need gain > tau_expand
+    tau_collapse: float = math.inf  # collapses need loss < tau_collapse
+    margin: float = 0.0  # exchange only while gain − loss > margin (hysteresis)
+    cooldown: int = 2  # refocus steps before a changed entry may flip back
+    max_moves: int = 4  # N_diff: moves per refocus step
+    max_rounds: int = 8  # refocus rounds on new input (descending several levels)
+
+
+@dataclass(frozen=True)
+class WorkingConfig:
+    budget: int = 1024  # W_max: rows the LM may see
+    protected_tokens: int = 96  # newest R tokens always raw
+    positions: str = "compact"  # compact | absolute
+
+    def validate(self, block_size: int) -> None:
+        if self.budget < 2 * block_size:
+            raise ValueError(f"--budget must be at least 2K = {2 * block_size} rows, got {self.budget}")
+        if self.positions not in ("compact", "absolute"):
+            raise ValueError(f"--positions must be compact or absolute, got {self.positions!r}")
+        if self.protected_tokens < 0:
+            raise ValueError(f"--protected-tokens must be ≥ 0, got {self.protected_tokens}")
+
+
+@dataclass(frozen=True)
+class MegaConfig:
+    store: StoreConfig = field(default_factory=StoreConfig)
+    working: WorkingConfig = field(default_factory=WorkingConfig)
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+    gister: str = "mean"  # registry name (megacontext.gisters)
+    focus: str = "recency"  # registry name (megacontext.focus)
+
+    def with_budget(self, budget: int | None) -> "MegaConfig":
+        if budget is None:
+            return self
+        return replace(self, working=replace(self.working, budget=budget))
+
+    def validate(self) -> None:
+        self.store.validate()
+        self.working.validate(self.store.block_size)

@@ -1,0 +1,68 @@
+"""Focus policies: who scores the working context's entries for the allocator (DESIGN §6–7).
+
+A policy maps a `FocusInput` to one `EntryScore` per entry. Policies are chosen by name through
+`FOCUS_POLICIES`; the learned LensNet registers here beside the non-learned baselines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from megacontext.allocator import EntryScore
+from megacontext.tree import span
+from megacontext.working import WorkingContext
+
+
+@dataclass(frozen=True)
+class FocusInput:
+    wc: WorkingContext
+    store: Any = None  # megacontext.store.Store, for policies that read gists
+    query_ids: Sequence[int] = ()  # the newest raw tokens (the question)
+
+
+class FocusPolicy(Protocol):
+    name: str
+
+    def score(self, inp: FocusInput) -> list[EntryScore]: ...
+
+
+FOCUS_POLICIES: dict[str, Callable[..., FocusPolicy]] = {}
+
+
+def register(name: str):
+    def deco(factory):
+        FOCUS_POLICIES[name] = factory
+        return factory
+
+    return deco
+
+
+def make_policy(name: str, **kwargs) -> FocusPolicy:
+    try:
+        factory = FOCUS_POLICIES[name]
+    except KeyError:
+        raise ValueError(f"unknown focus policy {name!r}; choose from {sorted(FOCUS_POLICIES)}") from None
+    return factory(**kwargs)
+
+
+@register("recency")
+class RecencyFocus:
+    """Non-learned baseline: an entry matters as much as it is close to the cursor.
+
+    gain = loss = 1 / (1 + blocks between the entry's end and the newest token), so the
+    allocator keeps the newest stretch raw and blurs the past progressively.
+    """
+
+    name = "recency"
+
+    def score(self, inp: FocusInput) -> list[EntryScore]:
+        wc = inp.wc
+        k = wc.block_size
+        out = []
+        for e in wc.entries:
+            distance = (wc.num_tokens - span(e, k)[1]) / k
+            s = 1.0 / (1.0 + distance)
+            out.append(EntryScore(gain=s, loss=s))
+        return out

@@ -1,0 +1,63 @@
+"""Gisters: what turns K child vectors into one gist row (DESIGN §5), chosen by name.
+
+A gister sees token ids (level 1) or child gists (level ≥ 2) and returns vectors in the base
+model's input-embedding space. `mean` is the non-learned stand-in and stays as a baseline; the
+trained GistNet registers here beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from megacontext.base import BaseModel
+
+
+class Gister(Protocol):
+    id: str  # recorded in every store; a store built with another id needs re-gisting
+
+    def __call__(self, level: int, children: np.ndarray) -> np.ndarray: ...
+
+
+GISTERS: dict[str, Callable[[BaseModel], Gister]] = {}
+
+
+def register(name: str):
+    def deco(factory):
+        GISTERS[name] = factory
+        return factory
+
+    return deco
+
+
+def make_gister(name: str, base: BaseModel) -> Gister:
+    try:
+        factory = GISTERS[name]
+    except KeyError:
+        raise ValueError(f"unknown gister {name!r}; choose from {sorted(GISTERS)}") from None
+    return factory(base)
+
+
+@register("mean")
+class MeanGister:
+    """The mean of the K child vectors, rescaled to the typical norm of a real token embedding."""
+
+    id = "mean-v1"
+
+    def __init__(self, base: BaseModel) -> None:
+        self.base = base
+        self.target_norm = base.token_norm
+
+    def __call__(self, level: int, children: np.ndarray) -> np.ndarray:
+        """children: ids `[n, K]` at level 1, gists `[n, K, d]` above → gists `[n, d]` float32."""
+        with torch.no_grad():
+            if level == 1:
+                vectors = self.base.embed(torch.from_numpy(children.astype(np.int64))).float()
+            else:
+                vectors = torch.from_numpy(np.asarray(children, dtype=np.float32))
+            mean = vectors.mean(dim=1)
+            mean = mean * (self.target_norm / mean.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        return mean.numpy()

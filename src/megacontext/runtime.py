@@ -1,0 +1,459 @@
+"""A MegaContext session: ingest → gist → refocus → decode over a disk-backed store (DESIGN §4).
+
+`MegaContext` ties a `Store`, the frozen `BaseModel`, a gister and a focus policy together. The
+working context is a pure value (`megacontext.working`); every change to it is a `FocusPlan` from
+the allocator, applied here, checked, and logged to the store's `trace.jsonl`. The working
+context survives between sessions in the store's `focus.json`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from megacontext import allocator
+from megacontext.base import BaseModel
+from megacontext.config import MegaConfig
+from megacontext.errors import StoreError
+from megacontext.focus import FocusInput, make_policy
+from megacontext.gisters import make_gister
+from megacontext.store import Store, StoreIdentity, is_store
+from megacontext.tree import Node, children
+from megacontext.working import (
+    FocusPlan, InvariantError, WorkingContext, apply_plan, check, cold_start, first_changed_row,
+    focus_runs, focus_strip, from_json, grow, minimum_cost, positions, to_json,
+)
+
+FOCUS_STATE = "focus.json"
+TRACE = "trace.jsonl"
+_INGEST_CHUNK_CHARS = 1 << 20  # tokenise huge files in ~1 MB slices cut at line ends
+_INGEST_COMMIT_TOKENS = 8192  # one commit per this many tokens: bounded loss on a crash
+
+
+@dataclass
+class IngestStats:
+    tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else math.inf
+
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+    budget: int
+    rows_used: int  # the most rows the LM saw at once while answering
+    focus: list[dict]  # [{level, start, end}] tiling the history when the answer ended
+    plans: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ScoreResult:
+    nll: float  # mean nats/token of the continuation
+    tokens: int
+    budget: int
+    rows_used: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Span:
+            def __enter__(self_inner):
+                self_inner.t0 = time.perf_counter()
+
+            def __exit__(self_inner, *exc):
+                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self_inner.t0
+
+        return _Span()
+
+
+class MegaContext:
+    """A session over one store. Use `MegaContext.open(path, ...)`; close it (or use `with`)."""
+
+    def __init__(self, store: Store, base: BaseModel, config: MegaConfig) -> None:
+        self.store = store
+        self.base = base
+        self.config = config
+        self.gister = make_gister(config.gister, base)
+        self.policy = make_policy(config.focus)
+        self.k = store.block_size
+        state = store.read_json(FOCUS_STATE) or {}
+        self._step = int(state.get("step", 0))
+        self._history: dict[Node, tuple[int, str]] = {
+            Node(lv, ix): (st, kind) for lv, ix, st, kind in state.get("history", [])
+        }
+
+    # --- lifecycle --------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        base: BaseModel | None = None,
+        config: MegaConfig = MegaConfig(),
+        *,
+        create: bool = False,
+        writable: bool = True,
+        regist: bool = False,
+        model: str | None = None,
+    ) -> "MegaContext":
+        """Open (or with `create`, create if missing) the store at `path`.
+
+        `base` defaults to `BaseModel.load(model)`. A store built with another gister raises
+        `StoreMismatchError` unless `regist` recomputes its gists from L0.
+        """
+        config.validate()
+        path = Path(path)
+        if not is_store(path) and not create:
+            raise StoreError(f"{path}: no MegaContext store here (create one with `megacontext ingest`)")
+        base = base or BaseModel.load(model)
+        gister = make_gister(config.gister, base)
+        identity = StoreIdentity(base.info.name, base.info.fingerprint, base.info.dim, gister.id)
+        if not is_store(path):
+            store = Store.create(path, identity, block_size=config.store.block_size,
+                                 gist_dtype=config.store.gist_dtype)
+        else:
+            store = Store.open(path, writable=writable or regist, identity=identity, allow_gister_change=regist)
+            if regist and store.gister_id != gister.id:
+                store.regist(gister, gister.id)
+        return cls(store, base, config)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "MegaContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def budget(self) -> int:
+        return self.config.working.budget
+
+    @property
+    def protected(self) -> int:
+        return self.config.working.protected_tokens
+
+    # --- ingest -----------------------------------------------------------------------------
+    def append(self, text: str, progress: bool = False) -> IngestStats:
+        """Tokenise `text`, write it to L0 and gist every node it completes, committing as it goes."""
+        return self.ingest([text], progress)
+
+    def ingest(self, texts: Sequence[str], progress: bool = False) -> IngestStats:
+        """Append several texts in order; a crash loses at most the last uncommitted slice."""
+        from tqdm import tqdm
+
+        t0 = time.perf_counter()
+        slices = [ids for text in texts for ids in self._token_slices(text)]
+        total = sum(len(ids) for ids in slices)
+        with tqdm(total=total, unit="tok", unit_scale=True, disable=not progress, desc="ingest") as bar:
+            for ids in slices:
+                for lo in range(0, len(ids), _INGEST_COMMIT_TOKENS):
+                    chunk = ids[lo:lo + _INGEST_COMMIT_TOKENS]
+                    self.store.append(chunk, self.gister)
+                    bar.update(len(chunk))
+        return IngestStats(total, time.perf_counter() - t0)
+
+    def append_ids(self, ids: Sequence[int]) -> None:
+        self.store.append(list(ids), self.gister)
+
+    def _token_slices(self, text: str) -> Iterator[list[int]]:
+        pos = 0
+        while pos < len(text):
+            end = min(len(text), pos + _INGEST_CHUNK_CHARS)
+            if end < len(text):
+                cut = text.rfind("\n", pos, end)
+                end = cut + 1 if cut > pos else end
+            yield self.base.tokenize(text[pos:end])
+            pos = end
+
+    # --- working context --------------------------------------------------------------------
+    def working_context(self, budget: int | None = None) -> WorkingContext:
+        """The saved working context grown to the current history, or a cold start."""
+        budget = budget or self.budget
+        total = self.store.num_tokens
+        state = self.store.read_json(FOCUS_STATE)
+        if state and state.get("budget") == budget and state["wc"]["block_size"] == self.k:
+            wc = from_json(state["wc"])
+            if wc.num_tokens <= total and total - wc.num_tokens <= budget // 2:
+                try:
+                    wc = self._grow(wc, total, budget)
+                    check(wc, budget, self.protected)
+                    return wc
+                except (InvariantError, ValueError):
+                    pass  # stale or foreign state: start afresh below
+        return cold_start(total, self.k, budget, self.protected)
+
+    def _scores(self, wc: WorkingContext, query_ids: Sequence[int] = ()) -> list[allocator.EntryScore]:
+        return self.policy.score(FocusInput(wc, self.store, tuple(query_ids)))
+
+    def _grow(self, wc: WorkingContext, num_tokens: int, budget: int, trigger: str = "room") -> WorkingContext:
+        """Make room by collapses (a plan), then extend `wc` to `num_tokens`."""
+        extra = num_tokens - wc.num_tokens
+        if wc.cost + extra > budget:
+            plan = allocator.make_room(
+                wc, self._scores(wc), budget, extra, config=self.config.allocator,
+                protected_tokens=self.protected, history=self._history, step=self._step,
+            )
+            wc = self._apply(wc, plan, trigger, budget=None)
+        return grow(wc, num_tokens)
+
+    def _apply(self, wc: WorkingContext, plan: FocusPlan, trigger: str, budget: int | None,
+               ms: float = 0.0) -> WorkingContext:
+        new = apply_plan(wc, plan)
+        for move in plan.moves:
+            created = children(move.node, self.k) if move.kind == "expand" else [move.node]
+            for node in created:
+                self._history[node] = (self._step, move.kind)
+        if budget is not None:
+            check(new, budget, self.protected)
+        if self.store.writable and not plan.empty:
+            self.store.append_line(TRACE, {
+                "time": time.time(), "step": self._step, "trigger": trigger, **plan.to_json(),
+                "swap_rate": len(plan.moves), "ms": round(ms, 3),
+            })
+        self._step += 1
+        cooldown = self.config.allocator.cooldown
+        self._history = {n: h for n, h in self._history.items() if self._step - h[0] < cooldown}
+        return new
+
+    def refocus(self, wc: WorkingContext, budget: int, rounds: int, trigger: str,
+                query_ids: Sequence[int] = ()) -> tuple[WorkingContext, list[FocusPlan]]:
+        """Repeat allocator rounds until a plan is empty or `rounds` is reached."""
+        plans = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            plan = allocator.plan(
+                wc, self._scores(wc, query_ids), budget, config=self.config.allocator,
+                protected_tokens=self.protected, history=self._history, step=self._step,
+            )
+            ms = (time.perf_counter() - t0) * 1e3
+            plans.append(plan)
+            if plan.empty:
+                break
+            wc = self._apply(wc, plan, trigger, budget, ms)
+        return wc, plans
+
+    def _save_focus(self, wc: WorkingContext, budget: int) -> None:
+        self.store.write_json(FOCUS_STATE, {
+            "budget": budget, "wc": to_json(wc), "step": self._step,
+            "history": [[n.level, n.index, st, kind] for n, (st, kind) in self._history.items()],
+        })
+
+    # --- materialisation --------------------------------------------------------------------
+    def _rows(self, wc: WorkingContext, start_row: int = 0) -> torch.Tensor:
+        """Input rows `[cost - start_row, d]`: token embeddings for raw rows, stored gists else."""
+        k = self.k
+        pieces: list[torch.Tensor] = []
+        offsets = wc.row_offsets()
+        i = 0
+        entries = wc.entries
+        while i < len(entries):
+            e, j = entries[i], i
+            while j + 1 < len(entries) and entries[j + 1].level == e.level and entries[j + 1].index == entries[j].index + 1:
+                j += 1
+            first_row = offsets[i]
+            end_row = offsets[j] + wc.entry_cost(entries[j])
+            if end_row > start_row:
+                if e.level == 0:
+                    ids = self.store.read_tokens(e.index * k, (entries[j].index + 1) * k)
+                    rows = self.base.embed(torch.from_numpy(ids))
+                else:
+                    rows = torch.from_numpy(self.store.read_gists(e.level, e.index, entries[j].index + 1))
+                pieces.append(rows[max(0, start_row - first_row):].float())
+            i = j + 1
+        if wc.tail:
+            tail_row = wc.cost - wc.tail
+            ids = self.store.read_tokens(wc.num_tokens - wc.tail, wc.num_tokens)
+            pieces.append(self.base.embed(torch.from_numpy(ids))[max(0, start_row - tail_row):].float())
+        if not pieces:
+            return torch.zeros(0, self.base.info.dim)
+        return torch.cat(pieces)
+
+    def _positions(self, wc: WorkingContext, start_row: int = 0, extra: int = 0) -> torch.Tensor:
+        pos = positions(wc, self.config.working.positions)
+        nxt = (pos[-1] + 1) if pos else 0
+        if self.config.working.positions == "absolute":
+            nxt = wc.num_tokens
+        pos = pos + list(range(nxt, nxt + extra))
+        return torch.tensor(pos[start_row:], dtype=torch.long)
+
+    # --- answering --------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 64,
+        budget: int | None = None,
+        stop: str | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Append `prompt` to the history, refocus, and decode greedily under `budget` rows.
+
+        Generated tokens are appended to the store as they come. Refocus runs on the new input
+        (up to `max_rounds` rounds) and then every K generated tokens; the KV cache is reused up
+        to the first changed row. Decoding stops at EOS, at `stop` (if given), or after
+        `max_new_tokens`.
+        """
+        budget = budget or self.budget
+        if not self.store.writable:
+            raise StoreError(f"{self.store.path}: opened read-only; generate appends to the history")
+        timer = _Timer()
+        plans: list[FocusPlan] = []
+        with timer("tokenize"):
+            ids = self.base.tokenize(prompt)
+        if not ids:
+            raise ValueError("the prompt is empty")
+        if len(ids) > budget // 2:
+            raise ValueError(f"the prompt has {len(ids)} tokens; at --budget {budget} keep it under {budget // 2} "
+                             "(or ingest long text first)")
+        with timer("refocus"):
+            wc = self.working_context(budget)
+            wc = self._grow(wc, wc.num_tokens + len(ids), budget, trigger="new_input")
+        with timer("append"):
+            self.append_ids(ids)
+        with timer("refocus"):
+            wc, new_plans = self.refocus(wc, budget, self.config.allocator.max_rounds, "new_input", ids)
+            plans += new_plans
+        with timer("prefill"):
+            cache = self.base.new_cache()
+            logits = self.base.forward(self._rows(wc)[None], self._positions(wc)[None], cache)
+        rows_used = wc.cost
+        out: list[int] = []
+        eos = self.base.eos_token_id
+        t_decode = time.perf_counter()
+        for step in range(max_new_tokens):
+            token = int(logits[0, -1].argmax())
+            if token == eos:
+                break
+            out.append(token)
+            if on_token:
+                on_token(self.base.decode([token]))
+            if stop and stop in self.base.decode(out).lstrip():
+                break
+            with timer("refocus"):
+                new = self._grow(wc, wc.num_tokens + 1, budget, trigger="decode")
+            self.append_ids([token])
+            if (step + 1) % self.k == 0:
+                with timer("refocus"):
+                    new, new_plans = self.refocus(new, budget, 1, "decode", out[-self.k:])
+                    plans += new_plans
+            check(new, budget, self.protected)
+            first = min(first_changed_row(wc, new), cache.get_seq_length())
+            self.base.crop_cache(cache, first)
+            logits = self.base.forward(self._rows(new, first)[None], self._positions(new, first)[None], cache)
+            wc = new
+            rows_used = max(rows_used, wc.cost)
+        timer.times["decode"] = time.perf_counter() - t_decode
+        self._save_focus(wc, budget)
+        text = self.base.decode(out)
+        if stop and stop in text.lstrip():
+            text = text[: len(text) - len(text.lstrip()) + text.lstrip().index(stop)]
+        return Answer(text.strip(), out, budget, rows_used, focus_runs(wc),
+                      [p.to_json() for p in plans if not p.empty], timer.times)
+
+    @torch.no_grad()
+    def score(self, text: str, budget: int | None = None) -> ScoreResult:
+        """Mean NLL (nats/token) of `text` as a continuation of the history, under `budget` rows.
+
+        The continuation is fed raw after the working context, so the history gets
+        `budget − len(text tokens)` rows. Nothing is written.
+        """
+        budget = budget or self.budget
+        timer = _Timer()
+        with timer("tokenize"):
+            ids = self.base.tokenize(text)
+        if not ids:
+            raise ValueError("the text to score is empty")
+        room = budget - minimum_cost(self.store.num_tokens, self.k, self.protected)
+        if len(ids) > room:
+            raise ValueError(f"the text has {len(ids)} tokens; at --budget {budget} at most {max(room, 0)} fit "
+                             "after this history: raise --budget or score a shorter text")
+        with timer("refocus"):
+            wc = cold_start(self.store.num_tokens, self.k, budget - len(ids), self.protected)
+            query = self.store.read_tokens(max(0, wc.num_tokens - self.k), wc.num_tokens).tolist()
+            saved_writable, self.store.writable = self.store.writable, False  # no trace for a read
+            try:
+                wc, _ = self.refocus(wc, budget - len(ids), self.config.allocator.max_rounds, "score", query)
+            finally:
+                self.store.writable = saved_writable
+        with timer("forward"):
+            cont = torch.tensor(ids)
+            rows = torch.cat([self._rows(wc), self.base.embed(cont).float()])
+            logits = self.base.forward(rows[None], self._positions(wc, extra=len(ids))[None])[0]
+            first = wc.cost - 1
+            if first < 0:  # empty history: the first token has no prediction
+                pred, target = logits[: len(ids) - 1], cont[1:]
+            else:
+                pred, target = logits[first: first + len(ids)], cont
+            nll = torch.nn.functional.cross_entropy(pred.float(), target).item() if len(target) else math.nan
+        return ScoreResult(nll, len(target), budget, wc.cost + len(ids), timer.times)
+
+    # --- views ------------------------------------------------------------------------------
+    def inspect(self) -> dict:
+        return inspect_store(self.store)
+
+
+def read_text_file(path: str | Path) -> str:
+    """A file's text, or `ValueError` naming it when it is missing, empty or binary."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if b"\0" in raw[:65536]:
+        raise ValueError(f"{path}: binary file, not text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    if not text.strip():
+        raise ValueError(f"{path}: empty file")
+    return text
+
+
+def inspect_store(s: Store) -> dict:
+    """Levels, node counts, tokens, disk use and the saved working context (no model needed)."""
+    k = s.block_size
+    levels = [{"level": 0, "nodes": s.counts[0], "tokens": s.counts[0] * k, "what": "raw blocks"}]
+    for lv, n in enumerate(s.counts[1:], start=1):
+        levels.append({"level": lv, "nodes": n, "tokens": n * k**lv, "what": f"gists of {k**lv} tokens"})
+    disk = s.disk_bytes()
+    info = {
+        "store": str(s.path), "model": s.model["name"], "gister": s.gister_id, "block_size": k,
+        "tokens": s.num_tokens, "tail": len(s.tail), "levels": levels, "disk_bytes": disk,
+        "disk_bytes_per_token": disk / s.num_tokens if s.num_tokens else None, "focus": None,
+    }
+    state = s.read_json(FOCUS_STATE)
+    if state:
+        wc = from_json(state["wc"])
+        info["focus"] = {"budget": state["budget"], "num_tokens": wc.num_tokens, "rows": wc.cost,
+                         "strip": focus_strip(wc), "runs": focus_runs(wc)}
+    return info
+
+
+def needle_position(store: Store, needle_ids: Sequence[int]) -> int | None:
+    """First token index where `needle_ids` occurs in the history (for demos and oracle focus)."""
+    hay = store.read_tokens(0, store.num_tokens)
+    n = len(needle_ids)
+    if n == 0 or n > len(hay):
+        return None
+    windows = np.lib.stride_tricks.sliding_window_view(hay, n)
+    hits = np.flatnonzero((windows == np.asarray(needle_ids)).all(axis=1))
+    return int(hits[0]) if len(hits) else None
