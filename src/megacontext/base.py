@@ -155,9 +155,15 @@ class BaseModel:
 
         Returns logits `[1, n, vocab]`; `cache` (if given) is extended in place.
         """
+        past = cache.get_seq_length() if cache is not None else 0
+        # An explicit all-ones mask matters: without one (and without a cache) transformers reads
+        # any position gap as the start of a new packed sequence and silently blocks attention
+        # across it, which would hide every row before a gist in the absolute scheme.
+        mask = torch.ones(inputs_embeds.shape[0], past + inputs_embeds.shape[1], dtype=torch.long)
         out = self.model(
             inputs_embeds=inputs_embeds.to(self.embedding_matrix.dtype),
             position_ids=position_ids,
+            attention_mask=mask,
             cache=cache,
             use_cache=cache is not None,
         )

@@ -294,6 +294,17 @@ class MegaContext:
         pos = pos + list(range(nxt, nxt + extra))
         return torch.tensor(pos[start_row:], dtype=torch.long)
 
+    def prefill(self, wc: WorkingContext, cache=None) -> torch.Tensor:
+        """Logits `[1, cost, vocab]` of the LM over the whole working context."""
+        return self.base.forward(self._rows(wc)[None], self._positions(wc)[None], cache)
+
+    def advance(self, cache, old: WorkingContext, new: WorkingContext) -> torch.Tensor:
+        """Bring a KV cache holding `old`'s rows to `new`: keep rows before the first changed one,
+        recompute the rest. Returns logits of the recomputed rows `[1, n, vocab]`."""
+        first = min(first_changed_row(old, new), cache.get_seq_length())
+        self.base.crop_cache(cache, first)
+        return self.base.forward(self._rows(new, first)[None], self._positions(new, first)[None], cache)
+
     # --- answering --------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
@@ -333,7 +344,7 @@ class MegaContext:
             plans += new_plans
         with timer("prefill"):
             cache = self.base.new_cache()
-            logits = self.base.forward(self._rows(wc)[None], self._positions(wc)[None], cache)
+            logits = self.prefill(wc, cache)
         rows_used = wc.cost
         out: list[int] = []
         eos = self.base.eos_token_id
@@ -355,9 +366,7 @@ class MegaContext:
                     new, new_plans = self.refocus(new, budget, 1, "decode", out[-self.k:])
                     plans += new_plans
             check(new, budget, self.protected)
-            first = min(first_changed_row(wc, new), cache.get_seq_length())
-            self.base.crop_cache(cache, first)
-            logits = self.base.forward(self._rows(new, first)[None], self._positions(new, first)[None], cache)
+            logits = self.advance(cache, wc, new)
             wc = new
             rows_used = max(rows_used, wc.cost)
         timer.times["decode"] = time.perf_counter() - t_decode

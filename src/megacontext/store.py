@@ -32,7 +32,7 @@ MAGIC = 0x4D434354  # "MCCT"
 FORMAT_VERSION = 1
 HEADER = struct.Struct("<IHHHHHQ32s10s")
 assert HEADER.size == 64
-_COUNT_OFFSET = 12  # byte offset of num_entries inside the header
+_COUNT_OFFSET = struct.calcsize("<IHHHHH")  # byte offset of num_entries (14) inside the header
 
 DTYPE_CODES = {"uint32": 0, "fp16": 1, "bf16": 2, "fp32": 3}
 _ITEM_BYTES = {0: 4, 1: 2, 2: 2, 3: 4}
@@ -196,10 +196,10 @@ class Store:
 
     def _recover(self) -> None:
         """Writer only: truncate bytes past the committed counts (a torn append) and fix headers."""
-        level = len(self._meta["counts"])
-        while self._file(level).exists():  # a level file created by an append that never committed
-            self._file(level).unlink()
-            level += 1
+        for file in self.path.glob("L*.ctx"):  # level files created by appends that never committed
+            level = file.stem[1:]
+            if level.isdigit() and int(level) >= len(self._meta["counts"]):
+                file.unlink()
         for level, count in enumerate(self._meta["counts"]):
             file = self._file(level)
             if not file.exists():

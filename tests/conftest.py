@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny random Llama models with a byte-level tokenizer, built in the test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build_tiny_model_dir(path: Path, seed: int = 0, vocab_extra: int = 0) -> Path:
+    """Save a 2-layer random Llama and a byte-level tokenizer (one token per byte) to `path`."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    vocab["<eos>"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(vocab) + vocab_extra, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        rope_theta=10000.0, eos_token_id=vocab["<eos>"], tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config).eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "tiny-llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny2") / "tiny-llama", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_model_dir):
+    from megacontext.base import BaseModel
+
+    return BaseModel.load(tiny_model_dir)
+
+
+def real_model_available() -> bool:
+    from megacontext.base import default_model_dir
+
+    return (default_model_dir() / "config.json").exists()
+
+
+@pytest.fixture(scope="session")
+def real_base():
+    if not real_model_available():
+        pytest.skip("default model not prepared (run `make model`)")
+    from megacontext.base import BaseModel
+
+    return BaseModel.load()

@@ -1,0 +1,151 @@
+"""Base adapter and runtime on a tiny random Llama built in the test (DESIGN §4 identity law)."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from megacontext.allocator import EntryScore
+from megacontext.config import MegaConfig
+from megacontext.errors import StoreError, StoreMismatchError
+from megacontext.runtime import MegaContext, needle_position
+from megacontext.tree import Node
+from megacontext.working import Move, apply_move, check
+
+TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune, " * 4
+
+
+def config(budget=4096, positions="compact", block_size=8, protected=16):
+    cfg = MegaConfig()
+    return replace(cfg, store=replace(cfg.store, block_size=block_size),
+                   working=replace(cfg.working, budget=budget, positions=positions, protected_tokens=protected))
+
+
+@pytest.mark.parametrize("scheme", ["compact", "absolute"])
+def test_identity_law_all_raw_equals_base_model(tmp_path, tiny_base, scheme):
+    with MegaContext.open(tmp_path / "s", tiny_base, config(positions=scheme), create=True) as mc:
+        mc.append(TEXT)
+        wc = mc.working_context()
+        assert all(e.level == 0 for e in wc.entries) and wc.cost == mc.store.num_tokens
+        ids = torch.tensor(tiny_base.tokenize(TEXT))
+        assert mc.store.read_tokens(0, len(ids)).tolist() == ids.tolist()
+        got = mc.prefill(wc)
+        want = tiny_base.model(input_ids=ids[None]).logits
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("scheme", ["compact", "absolute"])
+def test_kv_reuse_equals_full_recompute(tmp_path, tiny_base, scheme):
+    with MegaContext.open(tmp_path / "s", tiny_base, config(budget=120, positions=scheme), create=True) as mc:
+        mc.append(TEXT)
+        wc = mc.working_context()
+        cache = tiny_base.new_cache()
+        mc.prefill(wc, cache)
+        gist = next(e for e in wc.entries if e.level > 0)
+        raw = next(e for e in wc.entries if e.level == 0)
+        new = apply_move(apply_move(wc, Move("collapse", Node(1, raw.index))), Move("expand", gist))
+        check(new, 120)
+        tail = mc.advance(cache, wc, new)
+        full = mc.prefill(new)
+        assert cache.get_seq_length() == new.cost
+        torch.testing.assert_close(tail[0, -3:], full[0, -3:], rtol=1e-4, atol=1e-4)
+
+
+def test_generate_all_raw_matches_plain_greedy(tmp_path, tiny_base):
+    with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
+        mc.append(TEXT)
+        answer = mc.generate(" Question?", max_new_tokens=20)
+        ids = tiny_base.tokenize(TEXT + " Question?")
+        cur = torch.tensor(ids)[None]
+        want = []
+        for _ in range(20):
+            token = int(tiny_base.model(input_ids=cur).logits[0, -1].argmax())
+            if token == tiny_base.eos_token_id:
+                break
+            want.append(token)
+            cur = torch.cat([cur, torch.tensor([[token]])], dim=1)
+        assert answer.token_ids == want
+        # the question and the answer are now part of the history
+        assert mc.store.num_tokens == len(ids) + len(want)
+        assert mc.store.read_tokens(0, mc.store.num_tokens).tolist() == ids + want
+
+
+def test_generate_under_small_budget_never_exceeds_it(tmp_path, tiny_base):
+    budget = 64
+    with MegaContext.open(tmp_path / "s", tiny_base, config(budget=budget), create=True) as mc:
+        mc.append(TEXT * 3)
+        before = mc.store.num_tokens
+        answer = mc.generate(" Where?", max_new_tokens=40)
+        assert answer.rows_used <= budget and answer.budget == budget
+        assert mc.store.num_tokens == before + len(tiny_base.tokenize(" Where?")) + len(answer.token_ids)
+        runs = answer.focus
+        assert runs[0]["start"] == 0 and runs[-1]["end"] == mc.store.num_tokens
+        assert all(a["end"] == b["start"] for a, b in zip(runs, runs[1:]))
+        lines = (mc.store.path / "trace.jsonl").read_text().splitlines()
+        assert lines and all('"swap_rate"' in line for line in lines)
+    # the working context survives the session
+    with MegaContext.open(tmp_path / "s", tiny_base, config(budget=budget)) as mc:
+        info = mc.inspect()
+        assert info["focus"]["rows"] <= budget and info["focus"]["num_tokens"] == mc.store.num_tokens
+
+
+def test_score_all_raw_equals_plain_nll(tmp_path, tiny_base):
+    cont = " a good fortune must be in want of a wife."
+    with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
+        mc.append(TEXT)
+        result = mc.score(cont)
+        n = mc.store.num_tokens
+    ids = torch.tensor(tiny_base.tokenize(TEXT) + tiny_base.tokenize(cont))
+    logits = tiny_base.model(input_ids=ids[None]).logits[0]
+    want = torch.nn.functional.cross_entropy(logits[n - 1:-1], ids[n:]).item()
+    assert result.tokens == len(ids) - n
+    assert result.nll == pytest.approx(want, rel=1e-4)
+
+
+def test_score_rejects_continuation_too_long_for_budget(tmp_path, tiny_base):
+    with MegaContext.open(tmp_path / "s", tiny_base, config(budget=64), create=True) as mc:
+        mc.append(TEXT)
+        with pytest.raises(ValueError, match="at most"):
+            mc.score(TEXT)
+
+
+def test_open_errors(tmp_path, tiny_base, other_tiny_model_dir):
+    from megacontext.base import BaseModel
+
+    with pytest.raises(StoreError, match="no MegaContext store"):
+        MegaContext.open(tmp_path / "none", tiny_base)
+    with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
+        mc.append(TEXT)
+    other = BaseModel.load(other_tiny_model_dir)
+    with pytest.raises(StoreMismatchError, match="built with base model"):
+        MegaContext.open(tmp_path / "s", other, config())
+
+
+def test_needle_position(tmp_path, tiny_base):
+    with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
+        mc.append(TEXT + "The pass key is 12345." + TEXT)
+        at = needle_position(mc.store, tiny_base.tokenize("12345"))
+        assert at == len(tiny_base.tokenize(TEXT + "The pass key is "))
+        assert needle_position(mc.store, tiny_base.tokenize("99999")) is None
+
+
+def test_mean_gists_have_token_norm(tmp_path, tiny_base):
+    with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
+        mc.append(TEXT * 3)
+        for level in range(1, len(mc.store.counts)):
+            norms = torch.from_numpy(mc.store.read_gists(level, 0, mc.store.counts[level])).norm(dim=1)
+            torch.testing.assert_close(norms, torch.full_like(norms, tiny_base.token_norm), rtol=2e-3, atol=2e-3)
+    assert EntryScore(1.0, 0.0).gain == 1.0
+
+
+def test_position_gaps_do_not_split_attention(tiny_base):
+    """Regression: without an explicit mask transformers treats a position gap as a new packed
+    sequence, and rows after a gist could no longer see anything before it."""
+    torch.manual_seed(0)
+    rows = torch.randn(1, 6, tiny_base.info.dim) * tiny_base.token_norm / tiny_base.info.dim**0.5
+    pos = torch.tensor([[0, 1, 10, 11, 30, 31]])
+    moved = rows.clone()
+    moved[0, 0] += 1.0
+    last_a = tiny_base.forward(rows, pos)[0, -1]
+    last_b = tiny_base.forward(moved, pos)[0, -1]
+    assert (last_a - last_b).abs().max() > 1e-3
