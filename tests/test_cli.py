@@ -1,0 +1,123 @@
+"""CLI: every subcommand's --help, the happy path on a tiny model, and one clear line per bad input."""
+
+import hashlib
+import json
+
+import pytest
+
+from megacontext.cli import build_parser, main
+from megacontext.store import Store
+
+SUBCOMMANDS = ["ingest", "ask", "score", "inspect", "demo", "prepare-model"]
+TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune. " * 30
+
+
+@pytest.mark.parametrize("sub", SUBCOMMANDS)
+def test_help(sub, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([sub, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: megacontext {sub}" in out
+
+
+def test_top_level_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(sub in out for sub in SUBCOMMANDS)
+    assert build_parser().prog == "megacontext"
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    f = tmp_path / "book.txt"
+    f.write_text(TEXT)
+    return f
+
+
+@pytest.fixture
+def store(tmp_path, tiny_model_dir, text_file, capsys):
+    path = tmp_path / "store"
+    assert main(["ingest", "--store", str(path), "--model", str(tiny_model_dir), "--quiet", str(text_file)]) == 0
+    out = capsys.readouterr().out
+    assert "tokens/s" in out
+    return path
+
+
+def snapshot(path):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir()) if p.is_file()}
+
+
+def run(args, capsys):
+    code = main(args)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_ingest_ask_score_inspect(store, tiny_model_dir, text_file, capsys):
+    m = ["--model", str(tiny_model_dir)]
+    code, out, _ = run(["ask", "--store", str(store), *m, "--budget", "128", "--max-new-tokens", "5", "--json",
+                        "What?"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert {"answer", "budget", "rows_used", "focus", "timings"} <= set(data)
+    assert data["budget"] == 128 and data["rows_used"] <= 128
+    assert data["focus"][0]["start"] == 0 and all(a["end"] == b["start"] for a, b in zip(data["focus"], data["focus"][1:]))
+    cont = store.parent / "cont.txt"
+    cont.write_text(" a wife.")
+    code, out, _ = run(["score", "--store", str(store), *m, "--budget", "256", "--json", str(cont)], capsys)
+    assert code == 0 and json.loads(out)["tokens"] == len(" a wife.") and json.loads(out)["rows_used"] <= 256
+    code, out, _ = run(["inspect", "--store", str(store), "--json"], capsys)
+    info = json.loads(out)
+    assert code == 0 and info["tokens"] == data["focus"][-1]["end"] and info["focus"]["budget"] == 128
+    code, out, _ = run(["inspect", "--store", str(store)], capsys)
+    assert "bytes/token" in out and "working context" in out
+
+
+def assert_fails(args, capsys, message):
+    code, out, err = run(args, capsys)
+    assert code == 1, (code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    return lines[0]
+
+
+def test_bad_inputs_give_one_line_and_leave_store_intact(store, tmp_path, tiny_model_dir, other_tiny_model_dir,
+                                                         text_file, capsys):
+    m = ["--model", str(tiny_model_dir)]
+    before = snapshot(store)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"\x00\x01\x02" * 100)
+    assert_fails(["ask", "--store", str(tmp_path / "missing"), *m, "Q?"], capsys, "no MegaContext store")
+    assert_fails(["score", "--store", str(tmp_path / "missing"), *m, str(text_file)], capsys, "no MegaContext store")
+    assert_fails(["inspect", "--store", str(tmp_path / "missing")], capsys, "no MegaContext store")
+    assert_fails(["ingest", "--store", str(store), *m, str(empty)], capsys, "empty file")
+    assert_fails(["ingest", "--store", str(store), *m, str(text_file), str(binary)], capsys, "binary file")
+    assert_fails(["ingest", "--store", str(store), *m, str(tmp_path / "nope.txt")], capsys, "cannot read")
+    assert_fails(["ask", "--store", str(store), *m, "--budget", "63", "Q?"], capsys, "--budget must be at least 2K = 64")
+    assert_fails(["ask", "--store", str(store), "--model", str(tmp_path / "no-model"), "Q?"], capsys,
+                 "not a Hugging Face model folder")
+    assert_fails(["ask", "--store", str(store), "--model", str(other_tiny_model_dir), "Q?"], capsys,
+                 "built with base model")
+    assert_fails(["ingest", "--store", str(store), "--model", str(other_tiny_model_dir), str(text_file)], capsys,
+                 "built with base model")
+    with Store.open(store, writable=True):
+        assert_fails(["ingest", "--store", str(store), *m, "--quiet", str(text_file)], capsys, "another process")
+        assert_fails(["ask", "--store", str(store), *m, "Q?"], capsys, "another process")
+    assert_fails(["ask", "--store", str(store), *m, "   "], capsys, "question is empty")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "meta.json").write_text("{not json")
+    assert_fails(["inspect", "--store", str(tmp_path / "foreign")], capsys, "unreadable store metadata")
+    assert snapshot(store) == before
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["ask"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["ask", "--store", "x", "--budget", "many", "Q?"])
+    assert exc.value.code == 2
