@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-0.1.0
 
-.PHONY: setup model demo test test-fast bench clean
+.PHONY: setup model demo test test-fast bench-foundation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,8 @@ test: model
 test-fast: setup
 	$(BIN)/python -m pytest -m "not real_model"
 
-bench: model
+# Issue-2 cost table for docs/RESULTS.md (about 5 minutes on 2 cores).
+bench-foundation: model
 	$(BIN)/python scripts/bench_foundation.py
 
 clean:

@@ -150,10 +150,12 @@ class BaseModel:
         inputs_embeds: torch.Tensor,
         position_ids: torch.Tensor,
         cache=None,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor:
         """Run rows `[1, n, d]` at positions `[1, n]` after whatever `cache` holds.
 
-        Returns logits `[1, n, vocab]`; `cache` (if given) is extended in place.
+        Returns logits `[1, n, vocab]`, or only the last `logits_to_keep` rows when > 0 (a
+        1,024-row vocab projection alone is 200 MB); `cache` (if given) is extended in place.
         """
         past = cache.get_seq_length() if cache is not None else 0
         # An explicit all-ones mask matters: without one (and without a cache) transformers reads
@@ -166,6 +168,7 @@ class BaseModel:
             attention_mask=mask,
             cache=cache,
             use_cache=cache is not None,
+            logits_to_keep=logits_to_keep,
         )
         return out.logits
 

@@ -203,9 +203,16 @@ class MegaContext:
     def _scores(self, wc: WorkingContext, query_ids: Sequence[int] = ()) -> list[allocator.EntryScore]:
         return self.policy.score(FocusInput(wc, self.store, tuple(query_ids)))
 
-    def _grow(self, wc: WorkingContext, num_tokens: int, budget: int, trigger: str = "room") -> WorkingContext:
-        """Make room by collapses (a plan), then extend `wc` to `num_tokens`."""
+    def _grow(self, wc: WorkingContext, num_tokens: int, budget: int, trigger: str = "room",
+              reserve: int = 0) -> WorkingContext:
+        """Make room by collapses (a plan), then extend `wc` to `num_tokens`; with `reserve`,
+        leave that many more rows free (best effort) for tokens known to follow."""
         extra = num_tokens - wc.num_tokens
+        if reserve and wc.cost + extra + reserve > budget:
+            try:
+                return self._grow(wc, num_tokens, budget - reserve, trigger)
+            except ValueError:
+                pass  # not enough collapsible history: fall back to the bare minimum
         if wc.cost + extra > budget:
             plan = allocator.make_room(
                 wc, self._scores(wc), budget, extra, config=self.config.allocator,
@@ -294,16 +301,17 @@ class MegaContext:
         pos = pos + list(range(nxt, nxt + extra))
         return torch.tensor(pos[start_row:], dtype=torch.long)
 
-    def prefill(self, wc: WorkingContext, cache=None) -> torch.Tensor:
-        """Logits `[1, cost, vocab]` of the LM over the whole working context."""
-        return self.base.forward(self._rows(wc)[None], self._positions(wc)[None], cache)
+    def prefill(self, wc: WorkingContext, cache=None, logits_to_keep: int = 0) -> torch.Tensor:
+        """Logits `[1, cost, vocab]` of the LM over the whole working context (or its last rows)."""
+        return self.base.forward(self._rows(wc)[None], self._positions(wc)[None], cache, logits_to_keep)
 
-    def advance(self, cache, old: WorkingContext, new: WorkingContext) -> torch.Tensor:
+    def advance(self, cache, old: WorkingContext, new: WorkingContext, logits_to_keep: int = 0) -> torch.Tensor:
         """Bring a KV cache holding `old`'s rows to `new`: keep rows before the first changed one,
         recompute the rest. Returns logits of the recomputed rows `[1, n, vocab]`."""
         first = min(first_changed_row(old, new), cache.get_seq_length())
         self.base.crop_cache(cache, first)
-        return self.base.forward(self._rows(new, first)[None], self._positions(new, first)[None], cache)
+        return self.base.forward(self._rows(new, first)[None], self._positions(new, first)[None], cache,
+                                 logits_to_keep)
 
     # --- answering --------------------------------------------------------------------------
     @torch.no_grad()
@@ -336,7 +344,10 @@ class MegaContext:
                              "(or ingest long text first)")
         with timer("refocus"):
             wc = self.working_context(budget)
-            wc = self._grow(wc, wc.num_tokens + len(ids), budget, trigger="new_input")
+            # Room for the prompt plus the first answer tokens now, before the prefill: a collapse
+            # later would force recomputing nearly every row of the KV cache.
+            headroom = min(max_new_tokens, self.k - 1)
+            wc = self._grow(wc, wc.num_tokens + len(ids), budget, trigger="new_input", reserve=headroom)
         with timer("append"):
             self.append_ids(ids)
         with timer("refocus"):
@@ -344,7 +355,7 @@ class MegaContext:
             plans += new_plans
         with timer("prefill"):
             cache = self.base.new_cache()
-            logits = self.prefill(wc, cache)
+            logits = self.prefill(wc, cache, logits_to_keep=1)
         rows_used = wc.cost
         out: list[int] = []
         eos = self.base.eos_token_id
@@ -366,7 +377,7 @@ class MegaContext:
                     new, new_plans = self.refocus(new, budget, 1, "decode", out[-self.k:])
                     plans += new_plans
             check(new, budget, self.protected)
-            logits = self.advance(cache, wc, new)
+            logits = self.advance(cache, wc, new, logits_to_keep=1)
             wc = new
             rows_used = max(rows_used, wc.cost)
         timer.times["decode"] = time.perf_counter() - t_decode
@@ -405,12 +416,12 @@ class MegaContext:
         with timer("forward"):
             cont = torch.tensor(ids)
             rows = torch.cat([self._rows(wc), self.base.embed(cont).float()])
-            logits = self.base.forward(rows[None], self._positions(wc, extra=len(ids))[None])[0]
-            first = wc.cost - 1
-            if first < 0:  # empty history: the first token has no prediction
-                pred, target = logits[: len(ids) - 1], cont[1:]
+            keep = len(ids) + (1 if wc.cost else 0)  # only rows that predict a continuation token
+            logits = self.base.forward(rows[None], self._positions(wc, extra=len(ids))[None], logits_to_keep=keep)[0]
+            if wc.cost == 0:  # empty history: the first token has no prediction
+                pred, target = logits[:-1], cont[1:]
             else:
-                pred, target = logits[first: first + len(ids)], cont
+                pred, target = logits[:-1], cont
             nll = torch.nn.functional.cross_entropy(pred.float(), target).item() if len(target) else math.nan
         return ScoreResult(nll, len(target), budget, wc.cost + len(ids), timer.times)
 
