@@ -133,6 +133,14 @@ class MegaContext:
                 store.regist(gister, gister.id)
         return cls(store, base, config)
 
+    @classmethod
+    def create(cls, path: str | Path, base: BaseModel | None = None, config: MegaConfig = MegaConfig(),
+               **kwargs) -> "MegaContext":
+        """Create a new store at `path` (an error if one exists) and open a session on it."""
+        if is_store(path):
+            raise StoreError(f"{path}: a store already exists there")
+        return cls.open(path, base, config, create=True, **kwargs)
+
     def close(self) -> None:
         self.store.close()
 
@@ -351,7 +359,8 @@ class MegaContext:
         with timer("append"):
             self.append_ids(ids)
         with timer("refocus"):
-            wc, new_plans = self.refocus(wc, budget, self.config.allocator.max_rounds, "new_input", ids)
+            plan_budget = budget - headroom if wc.cost + headroom <= budget else budget
+            wc, new_plans = self.refocus(wc, plan_budget, self.config.allocator.max_rounds, "new_input", ids)
             plans += new_plans
         with timer("prefill"):
             cache = self.base.new_cache()
