@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,20 +68,18 @@ class ScoreResult:
 
 
 class _Timer:
+    """Accumulates wall time per named phase: `with timer("prefill"): ...`."""
+
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
 
-    def __call__(self, name: str):
-        timer = self
-
-        class _Span:
-            def __enter__(self_inner):
-                self_inner.t0 = time.perf_counter()
-
-            def __exit__(self_inner, *exc):
-                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self_inner.t0
-
-        return _Span()
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
 
 
 class MegaContext:

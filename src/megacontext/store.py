@@ -142,9 +142,13 @@ class Store:
             raise StoreError(f"{path}: not a MegaContext store (no meta.json)")
         try:
             meta = json.loads(meta_path.read_text())
-            meta["counts"], meta["block_size"], meta["dim"]  # noqa: B018 — presence check
-        except (ValueError, KeyError, TypeError) as exc:
+            if not isinstance(meta, dict):
+                raise TypeError("not a JSON object")
+            missing = [key for key in ("counts", "block_size", "dim", "model", "gister", "tail") if key not in meta]
+        except (ValueError, TypeError) as exc:
             raise StoreError(f"{meta_path}: unreadable store metadata ({exc})") from None
+        if missing:
+            raise StoreError(f"{meta_path}: unreadable store metadata (no {', '.join(missing)})")
         if meta.get("format_version") != FORMAT_VERSION:
             raise StoreError(f"{path}: store format {meta.get('format_version')}, expected {FORMAT_VERSION}")
         lock_fd = _take_lock(path) if writable else None

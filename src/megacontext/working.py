@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from megacontext.tree import Node, children, coarsest_tiling, exists, level_counts, parent, span, width
+from megacontext.tree import Node, children, coarsest_tiling, exists, level_counts, parent, span
 
 PositionScheme = Literal["compact", "absolute"]
 POSITION_SCHEMES: tuple[str, ...] = ("compact", "absolute")
@@ -298,5 +298,4 @@ __all__ = [
     "FocusPlan", "InvariantError", "Move", "POSITION_SCHEMES", "WorkingContext", "apply_move",
     "apply_plan", "check", "cold_start", "collapse_target", "first_changed_row", "focus_runs",
     "focus_strip", "from_json", "grow", "minimum_cost", "positions", "protected_start", "to_json",
-    "width",
 ]
