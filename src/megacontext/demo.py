@@ -71,6 +71,7 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
         level = next((e.level for e in wc.entries if span(e, wc.block_size)[0] <= needle_at < span(e, wc.block_size)[1]),
                      0)
     correct = passkey in answer.text
+    raw = sum(r["end"] - r["start"] for r in answer.focus if r["level"] == 0)
     strip = focus_strip(wc, 64)
     marker = " " * min(63, int(64 * (needle_at or 0) / max(total, 1))) + "^ pass key"
     result = {
@@ -92,8 +93,8 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
     print(f"\nfocus map ({answer.rows_used} of {budget} rows; 0 = raw, n = level-n gist; oldest → newest):\n  {strip}\n  {marker}")
     print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result["timings"].items() if k != "ingest_tokens_per_s"))
     print(f"\nWhat happened: gists come from the '{config.gister}' stand-in (mean of the token embeddings) and "
-          f"focus from the '{config.focus}' stand-in (newest text raw), so the model read the last "
-          f"~{budget - 128} tokens word for word and everything older as blurred gists. "
+          f"focus from the '{config.focus}' stand-in (newest text raw), so the model read {raw:,} of "
+          f"{total:,} tokens word for word (the newest ones) and everything older as blurred gists. "
           "A pass key inside a gist is not readable yet: the learned GistNet and LensNet "
           "(issues 3 and 5) are what will bring it back into focus.")
     return result
