@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-0.1.0
 
-.PHONY: setup model demo test test-fast bench-foundation clean
+.PHONY: setup model demo test test-fast bench-foundation data train-gistnet eval-gist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,14 @@ bench-foundation: model
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis
+
+# Offline corpora for training and evaluation (git-ignored under data/corpora).
+data: setup
+	$(BIN)/megacontext data fetch
+
+# GistNet training run (resumable: rerun the same command to continue runs/gistnet).
+train-gistnet: model data
+	$(BIN)/megacontext train gistnet
+
+eval-gist: model data
+	$(BIN)/megacontext eval gist --checkpoint src/megacontext/checkpoints/gistnet-SmolLM2-135M-Instruct.safetensors

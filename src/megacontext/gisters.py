@@ -8,6 +8,7 @@ trained GistNet registers here beside it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -61,3 +62,38 @@ class MeanGister:
             mean = vectors.mean(dim=1)
             mean = mean * (self.target_norm / mean.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         return mean.numpy()
+
+
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+
+
+def packaged_gistnet(base: BaseModel):
+    """The committed GistNet checkpoint trained for `base`, or None."""
+    path = CHECKPOINT_DIR / f"gistnet-{base.info.name}.safetensors"
+    return path if path.exists() else None
+
+
+@register("gistnet")
+class GistNetGister:
+    """The trained GistNet for this base model (committed under megacontext/checkpoints/)."""
+
+    def __init__(self, base: BaseModel, path=None) -> None:
+        from megacontext.nets.gistnet import GistNet
+
+        path = path or packaged_gistnet(base)
+        if path is None:
+            raise ValueError(f"no trained GistNet for base model {base.info.name}: train one with "
+                             "`megacontext train gistnet`, or use --gister mean")
+        self.net, card = GistNet.load(path)
+        if card.get("base_fingerprint") not in (None, base.info.fingerprint):
+            raise ValueError(f"{path} was trained for {card['base_fingerprint']}, not {base.info.fingerprint}")
+        self.id = f"gistnet-{card['sha256'][:12]}"
+        self.base = base
+
+    def __call__(self, level: int, children: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            if level == 1:
+                vectors = self.base.embed(torch.from_numpy(children.astype(np.int64))).float()
+            else:
+                vectors = torch.from_numpy(np.asarray(children, dtype=np.float32))
+            return self.net(vectors, level).numpy()

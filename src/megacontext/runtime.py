@@ -12,7 +12,7 @@ import math
 import time
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 
 from megacontext import allocator
 from megacontext.base import BaseModel
-from megacontext.config import MegaConfig
+from megacontext.config import DEFAULT_GISTER, MegaConfig
 from megacontext.errors import StoreError
 from megacontext.focus import FocusInput, make_policy
 from megacontext.gisters import make_gister
@@ -85,11 +85,11 @@ class _Timer:
 class MegaContext:
     """A session over one store. Use `MegaContext.open(path, ...)`; close it (or use `with`)."""
 
-    def __init__(self, store: Store, base: BaseModel, config: MegaConfig) -> None:
+    def __init__(self, store: Store, base: BaseModel, config: MegaConfig, gister=None) -> None:
         self.store = store
         self.base = base
         self.config = config
-        self.gister = make_gister(config.gister, base)
+        self.gister = gister or make_gister(config.gister or DEFAULT_GISTER, base)
         self.policy = make_policy(config.focus)
         self.k = store.block_size
         state = store.read_json(FOCUS_STATE) or {}
@@ -120,6 +120,12 @@ class MegaContext:
         path = Path(path)
         if not is_store(path) and not create:
             raise StoreError(f"{path}: no MegaContext store here (create one with `megacontext ingest`)")
+        if config.gister is None:  # keep what the store was built with; new stores get the default
+            kind = DEFAULT_GISTER
+            if is_store(path):
+                with Store.open(path) as existing:
+                    kind = existing.gister_id.split("-")[0]
+            config = replace(config, gister=kind)
         base = base or BaseModel.load(model)
         gister = make_gister(config.gister, base)
         identity = StoreIdentity(base.info.name, base.info.fingerprint, base.info.dim, gister.id)
@@ -130,7 +136,7 @@ class MegaContext:
             store = Store.open(path, writable=writable or regist, identity=identity, allow_gister_change=regist)
             if regist and store.gister_id != gister.id:
                 store.regist(gister, gister.id)
-        return cls(store, base, config)
+        return cls(store, base, config, gister)
 
     @classmethod
     def create(cls, path: str | Path, base: BaseModel | None = None, config: MegaConfig = MegaConfig(),

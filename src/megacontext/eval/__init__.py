@@ -1,0 +1,1 @@
+"""Evaluation: gist substitutability now; the side-by-side benchmark later."""

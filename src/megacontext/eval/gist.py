@@ -1,0 +1,229 @@
+"""`megacontext eval gist`: does a gist stand in for its tokens inside the frozen LM? (issue 3)
+
+On held-out test books, windows of 512 context tokens + H = 64 scored tokens (2,048 + 128 for L2):
+  (a) the one block right before the scored tokens replaced,
+  (b) one block 8 blocks back replaced,
+  (c) everything except the last 4 blocks replaced by L1 gists (12 gists),
+  (d) the same with L2 gists (2 L2 gists for 2,048 tokens, then 4 raw blocks),
+for each gister (trained GistNet, `mean`, deletion, an untrained GistNet) under both position schemes.
+Reports mean ΔNLL@64 (nats/token vs the raw context); for (c)/(d) also the share of the history's
+value kept: (NLL deleted − NLL gisted) / (NLL deleted − NLL raw).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from megacontext.base import BaseModel
+from megacontext.nets.gistnet import GistNet, GistNetConfig
+from megacontext.train.gist_task import _student, raw_teacher, substitution_loss
+
+CASES = ("a", "b", "c", "d")
+SCHEMES = ("compact", "absolute")
+HORIZON = 64
+
+
+@dataclass
+class Gisters:
+    """Per method: level-1 gist fn `[n, K, d] → [n, d]` and a parent fn (same signature, level 2)."""
+
+    l1: dict[str, Callable | None]
+    l2: dict[str, Callable | None]
+
+
+def mean_gist(target_norm: float) -> Callable:
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=1)
+        return m * (target_norm / m.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+
+    return fn
+
+
+def make_gisters(base: BaseModel, trained: GistNet | None, seed: int = 0) -> Gisters:
+    torch.manual_seed(seed)
+    untrained = GistNet(GistNetConfig(dim=base.info.dim, target_norm=base.token_norm), zero_out=False).eval()
+    l1: dict[str, Callable | None] = {}
+    l2: dict[str, Callable | None] = {}
+    if trained is not None:
+        l1["gistnet"], l2["gistnet"] = (lambda x: trained(x, 1)), (lambda x: trained(x, 2))
+    l1["mean"] = l2["mean"] = mean_gist(base.token_norm)
+    l1["delete"] = l2["delete"] = None
+    l1["untrained"], l2["untrained"] = (lambda x: untrained(x, 1)), (lambda x: untrained(x, 2))
+    return Gisters(l1, l2)
+
+
+def sample_windows(books: list[np.ndarray], n: int, length: int, seed: int) -> np.ndarray:
+    """`n` windows of `length` tokens, books weighted by length, fixed by `seed`."""
+    rng = np.random.default_rng(seed)
+    usable = [b for b in books if len(b) > length + 1]
+    p = np.array([len(b) for b in usable], dtype=np.float64)
+    p /= p.sum()
+    out = np.empty((n, length), dtype=np.int64)
+    for i in range(n):
+        book = usable[rng.choice(len(usable), p=p)]
+        start = int(rng.integers(0, len(book) - length))
+        out[i] = book[start:start + length]
+    return out
+
+
+@torch.no_grad()
+def _l1_case(base, ids, prefix, blocks, replaced, gisters, k) -> dict:
+    teacher = raw_teacher(base, ids, prefix, HORIZON)
+    out = {}
+    for name, fn in gisters.l1.items():
+        for scheme in SCHEMES:
+            _, _, per = substitution_loss(base, None, ids, prefix, blocks, replaced, HORIZON, scheme,
+                                          gist_fn=fn, teacher=teacher, block_size=k)
+            out[(name, scheme)] = per.tolist()
+            if fn is None:  # deletion has no position scheme of its own
+                out[(name, "absolute")] = out[(name, "compact")]
+                break
+    return out
+
+
+@torch.no_grad()
+def _l2_case(base, ids, gisters, k) -> dict:
+    """2 L2 gists (each of K L1 gists of K tokens) then 4 raw blocks, then the horizon."""
+    b = ids.shape[0]
+    span2 = k * k
+    teacher = raw_teacher(base, ids, 0, HORIZON)
+    hist = ids[:, :2 * span2]
+    raw_tail = ids[:, 2 * span2:-HORIZON]
+    target = ids[:, -HORIZON:]
+    out = {}
+    for name in gisters.l1:
+        l1, l2 = gisters.l1[name], gisters.l2[name]
+        for scheme in SCHEMES:
+            base.crop_cache(teacher.cache, 0)
+            rows, pos = [], []
+            if l1 is not None:
+                emb = base.embed(hist.reshape(b * 2 * k, k)).float()
+                g1 = l1(emb).reshape(b * 2, k, -1)
+                g2 = l2(g1).reshape(b, 2, -1)
+                for j in range(2):
+                    rows.append(g2[:, j][:, None])
+                    pos.append([j * span2 + (span2 - 1) // 2])
+            start = 2 * span2
+            rows.append(base.embed(raw_tail).float())
+            pos.append(list(range(start, start + raw_tail.shape[1])))
+            _, _, per = _student(base, rows, pos, target, teacher, scheme, ids.shape[1] - HORIZON)
+            out[(name, scheme)] = per.tolist()
+            if l1 is None:
+                out[(name, "absolute")] = out[(name, "compact")]
+                break
+    return out
+
+
+def evaluate(base: BaseModel, trained: GistNet | None, books: list[np.ndarray], windows: int, seed: int = 0,
+             batch: int = 4, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    k = 32
+    gisters = make_gisters(base, trained, seed)
+    short = sample_windows(books, windows, 16 * k + HORIZON, seed)
+    long = sample_windows(books, windows, 2 * k * k + 4 * k + HORIZON, seed + 1)
+    per: dict[str, dict] = {c: {} for c in CASES}
+    bar = tqdm(total=4 * windows, desc="eval gist", unit="win", disable=not progress)
+    for lo in range(0, windows, batch):
+        ids = torch.from_numpy(short[lo:lo + batch])
+        for case, (prefix, blocks, replaced) in {"a": (15 * k, 1, (0,)), "b": (8 * k, 8, (0,)),
+                                                 "c": (0, 16, tuple(range(12)))}.items():
+            for key, vals in _l1_case(base, ids, prefix, blocks, replaced, gisters, k).items():
+                per[case].setdefault(key, []).extend(vals)
+            bar.update(len(ids))
+        for key, vals in _l2_case(base, torch.from_numpy(long[lo:lo + batch]), gisters, k).items():
+            per["d"].setdefault(key, []).extend(vals)
+        bar.update(len(ids))
+    bar.close()
+    return summarise(per, windows)
+
+
+def summarise(per: dict, windows: int) -> dict:
+    table: dict = {"windows": windows, "horizon": HORIZON, "cases": {}}
+    for case, by_key in per.items():
+        rows = {}
+        delete = np.array(by_key[("delete", "compact")])
+        for (name, scheme), vals in by_key.items():
+            v = np.array(vals)
+            row = {"dnll": float(v.mean()), "dnll_sem": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0}
+            row["ratio_to_delete"] = float(v.mean() / delete.mean()) if delete.mean() else float("nan")
+            if case in ("c", "d"):  # share of the history's value kept
+                row["kept"] = float((delete.mean() - v.mean()) / delete.mean()) if delete.mean() else float("nan")
+            rows[f"{name}/{scheme}"] = row
+        table["cases"][case] = rows
+    return table
+
+
+def markdown(table: dict) -> str:
+    lines = [f"ΔNLL@{table['horizon']} in nats/token vs the raw context (mean ± s.e.m. over {table['windows']} "
+             "held-out windows); for (c)/(d) the share of the history's value kept in brackets.", "",
+             "| method / positions | (a) adjacent block | (b) block 8 back | (c) 12 L1 gists | (d) 2 L2 gists |",
+             "|---|---|---|---|---|"]
+    names = list(table["cases"]["a"])
+    for name in names:
+        if name == "delete/absolute":
+            continue
+        cells = []
+        for case in CASES:
+            r = table["cases"][case][name]
+            cell = f"{r['dnll']:+.3f} ± {r['dnll_sem']:.3f}"
+            if case in ("c", "d"):
+                cell += f" [{r['kept']:.0%}]"
+            cells.append(cell)
+        label = "delete" if name == "delete/compact" else name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in table["cases"]["a"] if n != "delete/absolute"]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
+    for ax, case, title in zip(axes, CASES, ("(a) adjacent", "(b) 8 back", "(c) 12 L1 gists", "(d) 2 L2 gists")):
+        vals = [table["cases"][case][n]["dnll"] for n in names]
+        errs = [table["cases"][case][n]["dnll_sem"] for n in names]
+        ax.barh(range(len(names)), vals, xerr=errs, color=["tab:green" if n.startswith("gistnet") else "tab:gray"
+                                                           for n in names])
+        ax.set_yticks(range(len(names)), [n.replace("delete/compact", "delete") for n in names] if ax is axes[0]
+                      else [""] * len(names))
+        ax.set_title(title)
+        ax.set_xlabel("ΔNLL@64 (nats/token, lower is better)")
+        ax.axvline(0, color="black", lw=0.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def run(windows: int = 500, checkpoint: str | None = None, out_dir: str = "docs", seed: int = 0,
+        model: str | None = None, progress: bool = True) -> dict:
+    from megacontext import data
+    from megacontext.train.gist_task import encode_books
+
+    base = BaseModel.load(model)
+    trained = None
+    if checkpoint:
+        trained, card = GistNet.load(checkpoint)
+        if card.get("base_fingerprint") not in (None, base.info.fingerprint):
+            raise ValueError(f"{checkpoint} was trained for {card['base_fingerprint']}, not {base.info.fingerprint}")
+    books = encode_books(base, data.books("test"))
+    t0 = time.perf_counter()
+    torch.set_grad_enabled(False)
+    table = evaluate(base, trained, books, windows, seed, progress=progress)
+    table.update({"checkpoint": checkpoint, "seconds": time.perf_counter() - t0, "books": "test split"})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gist_eval.json").write_text(json.dumps(table, indent=1) + "\n")
+    (out / "gist_eval.md").write_text(markdown(table) + "\n")
+    plot(table, out / "gist_eval.png")
+    print(markdown(table))
+    return table

@@ -1,0 +1,1 @@
+"""Learned networks (torch): GistNet now, LensNet later. Each saves safetensors + a JSON card."""

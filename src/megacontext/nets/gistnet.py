@@ -1,0 +1,92 @@
+"""GistNet (DESIGN §5): K vectors of width d → one vector in the LM's input-embedding space.
+
+Level 1 reads token embeddings, level ≥ 2 reads child gists; one set of weights serves every level
+through a level embedding. Shape of the computation:
+project d → h, add local position + level embeddings, a few pre-norm self-attention blocks, one
+learned slot query cross-attends to pool, project h → d, add the children's mean (a residual that
+makes an untrained net start near the `mean` stand-in), rescale to the typical token-embedding norm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GistNetConfig:
+    dim: int = 576  # the base model's embedding width d
+    hidden: int = 256  # h
+    layers: int = 2
+    heads: int = 4
+    block_size: int = 32  # K
+    max_level: int = 8  # level embeddings for L1…L8
+    target_norm: float = 1.0  # typical L2 norm of a real token embedding of the base model
+
+    def validate(self) -> None:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} must be divisible by heads {self.heads}")
+
+
+class GistNet(nn.Module):
+    def __init__(self, config: GistNetConfig, zero_out: bool = True) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        h = config.hidden
+        self.inp = nn.Linear(config.dim, h)
+        self.pos = nn.Parameter(torch.zeros(config.block_size, h))
+        self.level = nn.Embedding(config.max_level + 1, h)
+        layer = nn.TransformerEncoderLayer(h, config.heads, 4 * h, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.query = nn.Parameter(torch.zeros(1, 1, h))
+        self.pool = nn.MultiheadAttention(h, config.heads, batch_first=True)
+        self.norm = nn.LayerNorm(h)
+        self.out = nn.Linear(h, config.dim)
+        nn.init.normal_(self.pos, std=0.02)
+        nn.init.normal_(self.query, std=0.02)
+        if zero_out:  # start exactly at the rescaled mean (`zero_out=False`: a plain random net)
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def forward(self, children: torch.Tensor, level: int) -> torch.Tensor:
+        """children `[n, K, d]` (token embeddings for level 1, gists above) → gists `[n, d]`."""
+        n, k, d = children.shape
+        assert k == self.config.block_size and d == self.config.dim, children.shape
+        x = self.inp(children) + self.pos[None] + self.level.weight[min(level, self.config.max_level)]
+        x = self.encoder(x)
+        pooled, _ = self.pool(self.query.expand(n, -1, -1), x, x, need_weights=False)
+        mean = children.mean(dim=1)
+        mean = mean * (self.config.target_norm / mean.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        y = mean + self.out(self.norm(pooled[:, 0]))
+        return y * (self.config.target_norm / y.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+
+    # --- checkpoints: safetensors + a JSON card naming the base model --------------------------
+    def save(self, path: str | Path, card: dict) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(path.with_suffix(".safetensors")))
+        card = {**card, "config": asdict(self.config), "sha256": file_hash(path.with_suffix(".safetensors"))}
+        path.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple["GistNet", dict]:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        card = json.loads(path.with_suffix(".json").read_text())
+        net = cls(GistNetConfig(**card["config"]))
+        net.load_state_dict(load_file(str(path.with_suffix(".safetensors"))))
+        return net.eval(), card
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,1 @@
+"""Training: one shared loop (`loop.train`) that GistNet and LensNet tasks plug into."""

@@ -1,0 +1,192 @@
+"""GistNet training task (DESIGN §5): make a gist substitutable for its block inside the frozen LM.
+
+Each sample is a window of book tokens: `[prefix P | region of r blocks | horizon H]`. Some region
+blocks are replaced by their gists; the loss is ΔNLL@H (NLL of the horizon with gists − with the raw
+region) plus KL(p_raw ‖ p_gist) on the same positions. Gradients flow *through the frozen LM* into
+GistNet. The prefix does not depend on the gists, so its KV cache is computed once without grad and
+only `[region rows + H]` run with grad. Modes vary where the gist sits:
+`adjacent` (the block right before the horizon), `far` (a block r−1 blocks further back, with raw
+blocks between), `all` (every region block a gist, as at run time when most history is gists).
+A short warm-up first regresses gists towards their block's mean embedding (no LM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from megacontext.base import BaseModel
+from megacontext.nets.gistnet import GistNet
+
+
+@dataclass(frozen=True)
+class GistTaskConfig:
+    horizon: int = 64  # H
+    prefixes: tuple[int, ...] = (96, 192, 288)  # no-grad context before the region, drawn per step
+    modes: tuple[str, ...] = ("adjacent", "adjacent", "far", "all")  # drawn per step
+    region_blocks: int = 4  # r for `far` and `all`
+    kl_weight: float = 1.0
+    regress_steps: int = 20  # warm-up steps of cheap regression towards the block mean
+    positions: str = "compact"  # compact | absolute
+
+
+@dataclass(frozen=True)
+class _StepPlan:
+    mode: str
+    prefix: int
+    blocks: int
+    replaced: tuple[int, ...]  # region block indices turned into gists
+
+
+def encode_books(base: BaseModel, texts: dict[str, str]) -> list[np.ndarray]:
+    return [np.asarray(base.tokenize(t), dtype=np.int32) for t in texts.values()]
+
+
+class GistTask:
+    def __init__(self, base: BaseModel, net: GistNet, books: list[np.ndarray], cfg: GistTaskConfig,
+                 batch_size: int, seed: int = 0) -> None:
+        self.base, self.net, self.cfg = base, net, cfg
+        self.books = [b for b in books if len(b) > 2048]
+        if not self.books:
+            raise ValueError("no training book is long enough (need > 2,048 tokens)")
+        lengths = np.array([len(b) for b in self.books], dtype=np.float64)
+        self.book_p = lengths / lengths.sum()
+        self.batch_size = batch_size
+        self.seed = seed
+        self.k = net.config.block_size
+
+    # --- the Task protocol ----------------------------------------------------------------
+    def parameters(self):
+        return list(self.net.parameters())
+
+    def state_dict(self):
+        return self.net.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.net.load_state_dict(state)
+
+    def plan(self, step: int) -> _StepPlan:
+        rng = np.random.default_rng([self.seed, step, 1])
+        mode = str(rng.choice(self.cfg.modes))
+        prefix = int(rng.choice(self.cfg.prefixes))
+        r = 1 if mode == "adjacent" else self.cfg.region_blocks
+        replaced = tuple(range(r)) if mode == "all" else (0,)
+        return _StepPlan(mode, prefix, r, replaced)
+
+    def windows(self, step: int, plan: _StepPlan) -> np.ndarray:
+        """The step's global batch of token windows `[batch, P + rK + H]`, identical on every rank."""
+        rng = np.random.default_rng([self.seed, step, 2])
+        length = plan.prefix + plan.blocks * self.k + self.cfg.horizon
+        out = np.empty((self.batch_size, length), dtype=np.int64)
+        for i in range(self.batch_size):
+            book = self.books[rng.choice(len(self.books), p=self.book_p)]
+            start = int(rng.integers(0, len(book) - length))
+            out[i] = book[start:start + length]
+        return out
+
+    def loss(self, step: int, samples: range) -> tuple[torch.Tensor, dict[str, float]]:
+        plan = self.plan(step)
+        ids = torch.from_numpy(self.windows(step, plan)[samples.start:samples.stop])
+        if step < self.cfg.regress_steps:
+            return self._regress(ids, plan)
+        dnll, kl, _ = substitution_loss(self.base, self.net, ids, plan.prefix, plan.blocks, plan.replaced,
+                                        self.cfg.horizon, self.cfg.positions)
+        loss = dnll + self.cfg.kl_weight * kl
+        return loss, {"dnll": float(dnll.detach()), "kl": float(kl.detach()),
+                      "mode_adjacent": float(plan.mode == "adjacent"), "mode_all": float(plan.mode == "all")}
+
+    def _regress(self, ids: torch.Tensor, plan: _StepPlan) -> tuple[torch.Tensor, dict[str, float]]:
+        k = self.k
+        blocks = ids[:, plan.prefix:plan.prefix + plan.blocks * k].reshape(-1, k)
+        emb = self.base.embed(blocks).float()
+        gist = self.net(emb, 1)
+        loss = 1 - F.cosine_similarity(gist, emb.mean(dim=1), dim=-1).mean()
+        return loss, {"regress": float(loss)}
+
+
+@dataclass
+class Teacher:
+    """The raw-context pass shared by every variant of one batch of windows."""
+
+    cache: object  # KV cache of the prefix (cropped back to it before each student pass)
+    logits: torch.Tensor  # [b, H, vocab] predicting the horizon from the raw context
+    prefix: int
+
+
+def raw_teacher(base: BaseModel, ids: torch.Tensor, prefix: int, horizon: int) -> Teacher:
+    """No-grad prefix KV cache + raw-context logits of the horizon for windows `ids [b, T]`."""
+    b = ids.shape[0]
+    with torch.no_grad():
+        cache = base.new_cache()
+        if prefix:
+            base.forward(base.embed(ids[:, :prefix]).float(), _arange(b, 0, prefix), cache, logits_to_keep=1)
+        rest = base.embed(ids[:, prefix:]).float()
+        logits = base.forward(rest, _arange(b, prefix, ids.shape[1]), cache, logits_to_keep=horizon + 1)
+        base.crop_cache(cache, prefix)
+    return Teacher(cache, logits[:, :horizon].float(), prefix)
+
+
+def substitution_loss(base: BaseModel, net: GistNet | None, ids: torch.Tensor, prefix: int, blocks: int,
+                      replaced: tuple[int, ...], horizon: int, positions: str, gist_fn=None,
+                      teacher: Teacher | None = None, block_size: int | None = None,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ΔNLL@H and KL of replacing region blocks by gists, for windows `ids [b, P + rK + H]`.
+
+    Returns (mean ΔNLL, mean KL, per-sample ΔNLL `[b]`). `gist_fn(emb [n, K, d]) → [n, d]` overrides
+    `net`; with neither, the replaced blocks are deleted. Pass a `teacher` to reuse its prefix cache
+    and raw logits across variants.
+    """
+    k = block_size or net.config.block_size
+    b = ids.shape[0]
+    region = ids[:, prefix:prefix + blocks * k]
+    target = ids[:, prefix + blocks * k:]
+    assert target.shape[1] == horizon, (ids.shape, prefix, blocks, k, horizon)
+    teacher = teacher or raw_teacher(base, ids, prefix, horizon)
+    base.crop_cache(teacher.cache, prefix)
+    emb = base.embed(region.reshape(b, blocks, k)).float()  # [b, r, K, d]
+    make = gist_fn if gist_fn is not None else (lambda x: net(x, 1)) if net is not None else None
+    gists = None
+    if make is not None and replaced:
+        gists = make(emb[:, list(replaced)].reshape(-1, k, emb.shape[-1])).reshape(b, len(replaced), -1)
+    rows, pos = [], []
+    for j in range(blocks):
+        start = prefix + j * k
+        if j in replaced:
+            if gists is None:
+                continue  # deletion
+            rows.append(gists[:, replaced.index(j)][:, None])
+            pos.append([start + (k - 1) // 2])
+        else:
+            rows.append(emb[:, j])
+            pos.append(list(range(start, start + k)))
+    return _student(base, rows, pos, target, teacher, positions, prefix + blocks * k)
+
+
+def _student(base: BaseModel, rows: list[torch.Tensor], pos: list[list[int]], target: torch.Tensor,
+             teacher: Teacher, positions: str, first_target: int,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Horizon ΔNLL/KL of `rows` (at true token positions `pos`) + the target after the prefix cache."""
+    b, horizon = target.shape
+    prefix = teacher.prefix
+    rows = rows + [base.embed(target).float()]
+    pos = pos + [list(range(first_target, first_target + horizon))]
+    x = torch.cat(rows, dim=1)
+    flat = [p for chunk in pos for p in chunk]
+    position_ids = torch.tensor(flat) if positions == "absolute" else torch.arange(prefix, prefix + len(flat))
+    s_logits = base.forward(x, position_ids[None].expand(b, -1), teacher.cache, logits_to_keep=horizon + 1)
+    s_logits = s_logits[:, :horizon].float()
+    t_logits = teacher.logits
+    vocab = s_logits.shape[-1]
+    nll_s = F.cross_entropy(s_logits.reshape(-1, vocab), target.reshape(-1), reduction="none").view(b, -1)
+    nll_t = F.cross_entropy(t_logits.reshape(-1, vocab), target.reshape(-1), reduction="none").view(b, -1)
+    per_sample = (nll_s - nll_t).mean(dim=1)
+    log_t = F.log_softmax(t_logits, dim=-1)
+    kl = (log_t.exp() * (log_t - F.log_softmax(s_logits, dim=-1))).sum(-1).mean()
+    return per_sample.mean(), kl, per_sample.detach()
+
+
+def _arange(b: int, lo: int, hi: int) -> torch.Tensor:
+    return torch.arange(lo, hi)[None].expand(b, -1)

