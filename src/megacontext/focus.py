@@ -66,3 +66,39 @@ class RecencyFocus:
             s = 1.0 / (1.0 + distance)
             out.append(EntryScore(gain=s, loss=s))
         return out
+
+
+@register("random")
+class RandomFocus:
+    """Baseline: seeded random gains and losses (what focus is worth when it knows nothing)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        import random
+
+        self.rng = random.Random(seed)
+
+    def score(self, inp: FocusInput) -> list[EntryScore]:
+        return [EntryScore(self.rng.random(), self.rng.random()) for _ in inp.wc.entries]
+
+
+@register("oracle")
+class OracleFocus:
+    """Upper bound for focus: entries covering the known answer spans (token ranges) are worth
+    everything; elsewhere recency decides. Used by the benchmark, never at run time."""
+
+    name = "oracle"
+
+    def __init__(self, targets: Sequence[tuple[int, int]] = ()) -> None:
+        self.targets = tuple(targets)
+        self.recency = RecencyFocus()
+
+    def score(self, inp: FocusInput) -> list[EntryScore]:
+        k = inp.wc.block_size
+        out = []
+        for e, base in zip(inp.wc.entries, self.recency.score(inp)):
+            start, end = span(e, k)
+            hit = any(a < end and b > start for a, b in self.targets)
+            out.append(EntryScore(10.0 + base.gain, 10.0 + base.loss) if hit else base)
+        return out

@@ -1,0 +1,260 @@
+"""`megacontext bench`: every method side by side on the same trials, model and budget (DESIGN §10).
+
+Trials are generated once per (task, length, budget, seed) and every method runs on each trial in
+turn, so timings are interleaved. Every (trial, method) result is one JSONL line; an interrupted run
+resumes by skipping lines already written. `report` writes tables and plots under `--out`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from megacontext.eval.methods import METHODS, Outcome, make_method
+from megacontext.eval.tasks import TASKS, is_correct, make_trial
+
+MAX_NEW_TOKENS = {"uuid_kv": 40}  # a UUID is ~25 tokens; every other answer is a short number
+
+
+@dataclass(frozen=True)
+class Tier:
+    tasks: tuple[str, ...]
+    lengths: tuple[int, ...]
+    budgets: tuple[int, ...]
+    trials: int
+    passkey_trials: int
+    passkey_budgets: tuple[int, ...]
+
+
+TIERS = {
+    "smoke": Tier(TASKS, (600,), (256,), 1, 1, (256,)),
+    "report": Tier(TASKS, (1000, 4000, 8000, 32000, 128000), (1024,), 20, 50, (256, 1024)),
+}
+
+
+def grid(tier: Tier, tasks, lengths, budget: int | None):
+    """(task, length, budget, seed, depth) for every trial, in a fixed order."""
+    for task in tasks:
+        budgets = (budget,) if budget else (tier.passkey_budgets if task == "passkey" else tier.budgets)
+        n = tier.passkey_trials if task == "passkey" else tier.trials
+        for length in lengths:
+            for b in budgets:
+                for seed in range(n):
+                    depth = 0.05 + 0.9 * random.Random(f"{task}-{length}-{seed}").random()
+                    yield task, length, b, seed, depth
+
+
+def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int | None = None,
+        out_dir: str = "docs/bench", model: str | None = None, progress: bool = True, book: str | None = None) -> Path:
+    from tqdm import tqdm
+
+    from megacontext.base import BaseModel
+
+    if tier not in TIERS:
+        raise ValueError(f"--tier must be one of {sorted(TIERS)}, got {tier!r}")
+    spec = TIERS[tier]
+    tasks = tuple(tasks or spec.tasks)
+    methods = tuple(methods or METHODS)
+    lengths = tuple(lengths or spec.lengths)
+    for t in tasks:
+        if t not in TASKS:
+            raise ValueError(f"--tasks: unknown task {t!r}; choose from {TASKS}")
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"--methods: unknown method {m!r}; choose from {sorted(METHODS)}")
+    if budget is not None and budget < 64:
+        raise ValueError(f"--budget must be at least 64, got {budget}")
+    base = BaseModel.load(model)
+    book = book or _haystack_book()
+    count = lambda text: len(base.tokenize(text))  # noqa: E731
+    runners = {m: make_method(m, base) for m in methods}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / f"{tier}.jsonl"
+    done = {(r["key"], r["budget"], r["method"]) for r in _read(results)}
+    cells = list(grid(spec, tasks, lengths, budget))
+    todo = sum(1 for c in cells for m in methods if (_key(c), c[2], m) not in done)
+    with open(results, "a") as log, tqdm(total=todo, desc=f"bench {tier}", unit="run", disable=not progress) as bar:
+        for task, length, b, seed, depth in cells:
+            missing = [m for m in methods if (_key((task, length, b, seed, depth)), b, m) not in done]
+            if not missing:
+                continue
+            trial = make_trial(task, length, depth, seed, count, book)
+            for m in missing:
+                t0 = time.perf_counter()
+                outcome: Outcome = runners[m].run(trial, b, MAX_NEW_TOKENS.get(task, 12))
+                row = {"key": trial.key, "task": task, "length": length, "tokens": count(trial.history), "budget": b,
+                       "depth": depth, "seed": seed, "method": m, **asdict(outcome), "wall_s": time.perf_counter() - t0,
+                       "correct": (is_correct(trial, outcome.text) if trial.answer and not outcome.skipped else None),
+                       "answer": trial.answer}
+                row.pop("method", None)
+                row["method"] = m
+                if not outcome.skipped and m != "full" and outcome.rows > b:
+                    raise AssertionError(f"{m} used {outcome.rows} rows > budget {b}")
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                bar.update(1)
+    report(results, out)
+    return results
+
+
+def _key(cell) -> str:
+    task, length, _, seed, depth = cell
+    return f"{task}|{length}|{depth:.3f}|{seed}"
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line torn by a kill: that run is simply redone
+    return rows
+
+
+def _haystack_book() -> str:
+    """Held-out test books when fetched (`make data`), else the bundled novel."""
+    try:
+        from megacontext import data
+
+        return "\n\n".join(data.books("test").values())
+    except ValueError:
+        from megacontext.demo import load_book
+
+        return load_book()
+
+
+# --- report -------------------------------------------------------------------------------------
+def summarise(rows: list[dict]) -> dict:
+    cells: dict = defaultdict(list)
+    for r in rows:
+        if r.get("skipped"):
+            continue
+        cells[(r["task"], r["length"], r["budget"], r["method"])].append(r)
+    table = {}
+    for (task, length, budget, method), rs in cells.items():
+        entry = {"n": len(rs), "answer_s": statistics.median(r["answer_s"] for r in rs),
+                 "ingest_s": statistics.median(r["ingest_s"] for r in rs),
+                 "rows": max(r["rows"] for r in rs)}
+        if task == "doc_nll":
+            entry["nll"] = statistics.mean(r["nll"] for r in rs)
+        else:
+            entry["accuracy"] = sum(bool(r["correct"]) for r in rs) / len(rs)
+        recalls = [r["focus_recall"] for r in rs if r.get("focus_recall") is not None]
+        if recalls:
+            entry["focus_recall"] = statistics.mean(recalls)
+        table[f"{task}|{length}|{budget}|{method}"] = entry
+    return table
+
+
+def markdown(table: dict) -> str:
+    by: dict = defaultdict(dict)
+    for key, e in table.items():
+        task, length, budget, method = key.split("|")
+        by[(task, int(budget))][(method, int(length))] = e
+    parts = []
+    for (task, budget), cells in sorted(by.items()):
+        lengths = sorted({ln for _, ln in cells})
+        methods = sorted({m for m, _ in cells})
+        metric = "NLL (nats/token, lower is better)" if task == "doc_nll" else "accuracy"
+        parts.append(f"**{task}**, W = {budget}: {metric}; n trials per cell in brackets\n")
+        parts.append("| method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |")
+        parts.append("|---|" + "---|" * len(lengths))
+        for m in methods:
+            row = []
+            for ln in lengths:
+                e = cells.get((m, ln))
+                if e is None:
+                    row.append("–")
+                elif task == "doc_nll":
+                    row.append(f"{e['nll']:.3f} ({e['n']})")
+                else:
+                    row.append(f"{e['accuracy']:.0%} ({e['n']})")
+            parts.append(f"| {m} | " + " | ".join(row) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def report(results: Path, out: Path) -> None:
+    rows = _read(results)
+    table = summarise(rows)
+    stem = results.stem
+    (out / f"{stem}_summary.json").write_text(json.dumps(table, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(markdown(table) + "\n")
+    try:
+        _plots(rows, table, out, stem)
+    except ImportError:
+        pass
+
+
+def _plots(rows: list[dict], table: dict, out: Path, stem: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    # accuracy vs history length, one line per method, passkey
+    for task in sorted({k.split("|")[0] for k in table} - {"doc_nll"}):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for method in sorted({k.split("|")[3] for k in table}):
+            pts = sorted((int(k.split("|")[1]), e["accuracy"]) for k, e in table.items()
+                         if k.startswith(task + "|") and k.endswith("|" + method) and "accuracy" in e)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("history length (tokens)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{task}: accuracy vs history length")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"{stem}_{task}_accuracy.png", dpi=100)
+        plt.close(fig)
+    # depth × length heat map for megacontext on passkey
+    mc = [r for r in rows if r["method"] in ("megacontext", "mc_recency") and r["task"] == "passkey"
+          and not r.get("skipped")]
+    if mc:
+        lengths = sorted({r["length"] for r in mc})
+        bins = np.linspace(0, 1, 6)
+        grid = np.full((len(bins) - 1, len(lengths)), np.nan)
+        for j, ln in enumerate(lengths):
+            for i in range(len(bins) - 1):
+                cell = [r["correct"] for r in mc if r["length"] == ln and bins[i] <= r["depth"] < bins[i + 1]]
+                if cell:
+                    grid[i, j] = np.mean(cell)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower")
+        ax.set_xticks(range(len(lengths)), [f"{ln:,}" for ln in lengths])
+        ax.set_yticks(range(len(bins) - 1), [f"{bins[i]:.0%}–{bins[i + 1]:.0%}" for i in range(len(bins) - 1)])
+        ax.set_xlabel("history length (tokens)")
+        ax.set_ylabel("needle depth")
+        ax.set_title("megacontext: passkey accuracy by depth × length")
+        fig.colorbar(im)
+        fig.tight_layout()
+        fig.savefig(out / f"{stem}_passkey_heatmap.png", dpi=100)
+        plt.close(fig)
+    # answer latency vs history length
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method in sorted({r["method"] for r in rows}):
+        pts = defaultdict(list)
+        for r in rows:
+            if r["method"] == method and not r.get("skipped"):
+                pts[r["length"]].append(r["answer_s"] + r["ingest_s"] * 0)
+        if pts:
+            xs = sorted(pts)
+            ax.plot(xs, [statistics.median(pts[x]) for x in xs], marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("history length (tokens)")
+    ax.set_ylabel("answer latency, median (s)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / f"{stem}_latency.png", dpi=100)
+    plt.close(fig)

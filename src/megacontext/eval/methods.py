@@ -1,0 +1,281 @@
+"""Long-context methods behind one interface (DESIGN §10), all on the same frozen base model.
+
+Every method answers a `Trial` from at most `budget` rows (prompt and answer included), except
+`full`, the ceiling, which reads everything up to the model's 8k window. Baselines select history
+tokens and run the plain model on them with compact positions; MegaContext ingests the history into
+a temporary store and answers through its working context.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from megacontext.base import BaseModel
+from megacontext.config import MegaConfig
+from megacontext.eval.tasks import Trial
+
+CHUNK = 64  # retrieval chunk size in tokens
+MODEL_WINDOW = 8192
+
+
+@dataclass
+class Outcome:
+    method: str
+    text: str = ""
+    nll: float | None = None
+    rows: int = 0  # the most rows the LM saw at once
+    ingest_s: float = 0.0  # preparation: ingest, retrieval index, surprisal scoring
+    answer_s: float = 0.0  # answering (or scoring) itself
+    focus_recall: float | None = None  # share of needle tokens raw when answering (MegaContext only)
+    skipped: str = ""  # why the method did not run this trial
+
+
+METHODS: dict[str, Callable[..., "Method"]] = {}
+
+
+def register(name: str):
+    def deco(factory):
+        METHODS[name] = factory
+        return factory
+
+    return deco
+
+
+def make_method(name: str, base: BaseModel, **kwargs) -> "Method":
+    try:
+        return METHODS[name](base, name=name, **kwargs)
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}") from None
+
+
+# --- the plain model on selected tokens -------------------------------------------------------
+@torch.no_grad()
+def greedy(base: BaseModel, ids: list[int], max_new_tokens: int, stop: str = "\n") -> str:
+    """Greedy continuation of `ids` (compact positions, KV cache), cut at `stop` after content."""
+    cache = base.new_cache()
+    x = base.embed(torch.tensor(ids))[None]
+    logits = base.forward(x, torch.arange(len(ids))[None], cache, logits_to_keep=1)
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(logits[0, -1].argmax())
+        if token == base.eos_token_id:
+            break
+        out.append(token)
+        text = base.decode(out)
+        if stop in text.lstrip():
+            break
+        pos = len(ids) + len(out) - 1
+        logits = base.forward(base.embed(torch.tensor([token]))[None], torch.tensor([[pos]]), cache, logits_to_keep=1)
+    text = base.decode(out)
+    stripped = text.lstrip()
+    return stripped.split(stop)[0] if stop in stripped else stripped
+
+
+@torch.no_grad()
+def continuation_nll(base: BaseModel, context: list[int], cont: list[int]) -> float:
+    ids = torch.tensor(context + cont)
+    logits = base.forward(base.embed(ids)[None], torch.arange(len(ids))[None], logits_to_keep=len(cont) + 1)[0]
+    return F.cross_entropy(logits[:-1].float(), torch.tensor(cont)).item()
+
+
+class Method:
+    """A baseline that keeps a subset of history tokens (in order) and runs the plain model."""
+
+    max_length: int | None = None  # longer histories are skipped
+
+    def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
+        self.base = base
+        self.name = name
+
+    def select(self, hist: list[int], room: int, trial: Trial) -> list[int]:
+        raise NotImplementedError
+
+    def run(self, trial: Trial, budget: int, max_new_tokens: int = 16) -> Outcome:
+        base = self.base
+        hist = base.tokenize(trial.history)
+        if self.max_length is not None and len(hist) > self.max_length:
+            return Outcome(self.name, skipped=f"history of {len(hist)} tokens > {self.max_length}")
+        tail = base.tokenize(trial.continuation if trial.task == "doc_nll" else trial.prompt)
+        room = budget - len(tail) - (0 if trial.task == "doc_nll" else max_new_tokens)
+        t0 = time.perf_counter()
+        kept = self.select(hist, room, trial)
+        t1 = time.perf_counter()
+        assert len(kept) <= max(room, 0) or self.name == "full", (self.name, len(kept), room)
+        if trial.task == "doc_nll":
+            nll = continuation_nll(base, kept, tail)
+            return Outcome(self.name, nll=nll, rows=len(kept) + len(tail), ingest_s=t1 - t0,
+                           answer_s=time.perf_counter() - t1)
+        text = greedy(base, kept + tail, max_new_tokens)
+        return Outcome(self.name, text=text, rows=len(kept) + len(tail) + max_new_tokens, ingest_s=t1 - t0,
+                       answer_s=time.perf_counter() - t1)
+
+
+@register("truncation")
+class Truncation(Method):
+    """The last `room` tokens."""
+
+    def select(self, hist, room, trial):
+        return hist[-room:] if room > 0 else []
+
+
+@register("sink_window")
+class SinkWindow(Method):
+    """StreamingLLM's policy: the first 4 tokens (attention sinks) + the most recent ones."""
+
+    def select(self, hist, room, trial):
+        if len(hist) <= room:
+            return hist
+        return hist[:4] + hist[len(hist) - (room - 4):]
+
+
+@register("full")
+class FullContext(Method):
+    """The ceiling: the whole history, within the model's own 8k window (ignores the budget)."""
+
+    max_length = MODEL_WINDOW - 128
+
+    def run(self, trial, budget, max_new_tokens=16):
+        return super().run(trial, 10**9, max_new_tokens)
+
+    def select(self, hist, room, trial):
+        return hist
+
+
+class _Retrieval(Method):
+    """RAG: 64-token chunks ranked against the question fill the budget beside a recent tail."""
+
+    recent_share = 0.25
+
+    def scores(self, chunks: list[str], query: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def select(self, hist, room, trial):
+        if len(hist) <= room:
+            return hist
+        recent = int(room * self.recent_share)
+        old = hist[: len(hist) - recent]
+        chunks = [old[i:i + CHUNK] for i in range(0, len(old), CHUNK)]
+        query = (trial.prompt or trial.history[-400:]).strip()
+        order = np.argsort(-self.scores([self.base.decode(c) for c in chunks], query), kind="stable")
+        chosen, used = [], 0
+        for i in order:
+            if used + len(chunks[i]) > room - recent:
+                continue
+            chosen.append(int(i))
+            used += len(chunks[i])
+        kept = [t for i in sorted(chosen) for t in chunks[i]]
+        return kept + (hist[len(hist) - recent:] if recent else [])
+
+
+@register("rag_minilm")
+class RagMiniLM(_Retrieval):
+    _embedder = None
+
+    def scores(self, chunks, query):
+        from megacontext.base import TextEmbedder
+
+        if RagMiniLM._embedder is None:
+            RagMiniLM._embedder = TextEmbedder()
+        e = RagMiniLM._embedder
+        return (e.encode(chunks) @ e.encode([query])[0]).numpy()
+
+
+@register("rag_bm25")
+class RagBM25(_Retrieval):
+    def scores(self, chunks, query):
+        import bm25s
+
+        retriever = bm25s.BM25()
+        retriever.index(bm25s.tokenize(chunks, show_progress=False), show_progress=False)
+        docs, scores = retriever.retrieve(bm25s.tokenize([query], show_progress=False), k=len(chunks),
+                                          show_progress=False)
+        out = np.zeros(len(chunks))
+        out[docs[0]] = scores[0]
+        return out
+
+
+@register("token_drop")
+class TokenDrop(Method):
+    """LLMLingua-style: keep the most surprising history tokens under the same LM, in order."""
+
+    max_length = 32_768
+    window = 2048
+    carry = 256  # context carried into each scoring window
+
+    @torch.no_grad()
+    def select(self, hist, room, trial):
+        if len(hist) <= room:
+            return hist
+        surprisal = np.zeros(len(hist))
+        surprisal[0] = math.inf  # the first token has no prediction: keep it
+        for lo in range(0, len(hist), self.window):
+            start, end = max(0, lo - self.carry), min(len(hist), lo + self.window)
+            ids = torch.tensor(hist[start:end])
+            logits = self.base.forward(self.base.embed(ids)[None], torch.arange(len(ids))[None])[0]
+            # row i predicts token start + 1 + i
+            s = -F.log_softmax(logits[:-1].float(), dim=-1).gather(1, ids[1:, None])[:, 0].numpy()
+            js = np.arange(max(lo, 1), end)
+            surprisal[js] = s[js - start - 1]
+        keep = np.sort(np.argsort(-surprisal, kind="stable")[:room])
+        return [hist[i] for i in keep]
+
+
+@register("megacontext")
+class MegaContextMethod:
+    """MegaContext with a focus policy: `megacontext` (default policy), `mc_recency`, `mc_oracle`, `mc_random`."""
+
+    max_length = None
+
+    def __init__(self, base: BaseModel, name: str, policy: str | None = None, gister: str | None = None,
+                 positions: str = "compact", seed: int = 0) -> None:
+        self.base, self.name = base, name
+        self.policy = policy or {"mc_recency": "recency", "mc_oracle": "oracle", "mc_random": "random"}.get(name, "recency")
+        self.gister = gister
+        self.positions = positions
+        self.seed = seed
+
+    def run(self, trial: Trial, budget: int, max_new_tokens: int = 16) -> Outcome:
+        from megacontext.config import DEFAULT_GISTER
+        from megacontext.focus import make_policy
+        from megacontext.runtime import MegaContext
+
+        cfg = MegaConfig()
+        cfg = replace(cfg, gister=self.gister or DEFAULT_GISTER,
+                      working=replace(cfg.working, budget=budget, positions=self.positions))
+        spans = [(len(self.base.tokenize(trial.history[:a])), len(self.base.tokenize(trial.history[:b])))
+                 for a, b in trial.needles]
+        with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:
+            with MegaContext.open(Path(tmp) / "s", self.base, cfg, create=True) as mc:
+                if self.policy == "oracle":
+                    mc.policy = make_policy("oracle", targets=spans)
+                elif self.policy == "random":
+                    mc.policy = make_policy("random", seed=self.seed)
+                else:
+                    mc.policy = make_policy(self.policy)
+                t0 = time.perf_counter()
+                mc.append(trial.history)
+                t1 = time.perf_counter()
+                if trial.task == "doc_nll":
+                    r = mc.score(trial.continuation, budget=budget)
+                    return Outcome(self.name, nll=r.nll, rows=r.rows_used, ingest_s=t1 - t0,
+                                   answer_s=time.perf_counter() - t1)
+                ans = mc.generate(trial.prompt, max_new_tokens=max_new_tokens, budget=budget, stop="\n")
+                t2 = time.perf_counter()
+        raw = [(r["start"], r["end"]) for r in ans.focus if r["level"] == 0]
+        total = sum(b - a for a, b in spans)
+        hit = sum(max(0, min(b, rb) - max(a, ra)) for a, b in spans for ra, rb in raw)
+        return Outcome(self.name, text=ans.text, rows=ans.rows_used, ingest_s=t1 - t0, answer_s=t2 - t1,
+                       focus_recall=hit / total if total else None)
+
+
+for _alias in ("mc_recency", "mc_oracle", "mc_random"):
+    METHODS[_alias] = MegaContextMethod

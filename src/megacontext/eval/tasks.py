@@ -1,0 +1,174 @@
+"""Seeded long-context tasks (DESIGN §10): the same trial for every method, from (task, length, depth, seed).
+
+Each `Trial` is plain text: a history (haystack + needle(s)), the prompt appended after it, and the
+expected answer; `needles` are the character spans a perfect focus would keep raw. Plain prompting,
+no chat template (DESIGN §8). Lengths are in tokens of the base model's tokenizer, approximately
+(the haystack is cut by a measured characters-per-token ratio, then trimmed on a token count).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ")
+COLORS = ("red", "blue", "green", "yellow", "purple", "orange", "white", "black")
+VARIABLES = ("X", "Y", "Z", "W", "V", "U", "Q", "R")
+
+
+@dataclass(frozen=True)
+class Trial:
+    task: str
+    length: int  # requested history length in tokens
+    depth: float  # where the (target) needle sits, 0–1
+    seed: int
+    history: str
+    prompt: str  # appended after the history; the model continues it
+    answer: str  # what a correct continuation starts with ("" for NLL tasks)
+    needles: tuple[tuple[int, int], ...] = ()  # character spans of the history a perfect focus keeps raw
+    continuation: str = ""  # for NLL tasks: the text to score after the history
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}|{self.length}|{self.depth:.3f}|{self.seed}"
+
+
+Counter = Callable[[str], int]  # text → token count
+
+
+def _fit(text_source: Callable[[int], str], tokens: int, count: Counter) -> str:
+    """About `tokens` tokens of haystack text (cut at a sentence or line end)."""
+    probe = text_source(4000)
+    ratio = len(probe) / max(1, count(probe))
+    text = text_source(int(tokens * ratio * 1.02) + 200)
+    cut = int(tokens * ratio)
+    for _ in range(6):
+        n = count(text[:cut])
+        if abs(n - tokens) <= max(8, tokens // 200):
+            break
+        cut = max(1, int(cut * tokens / max(n, 1)))
+    end = max(text.rfind(". ", 0, cut), text.rfind("\n", 0, cut))
+    return text[: end + 1 if end > cut * 0.9 else cut]
+
+
+def _insert(hay: str, at: float, sentence: str) -> tuple[str, tuple[int, int]]:
+    """Insert `sentence` at a sentence boundary near fraction `at` of `hay`; return text and span."""
+    pos = int(len(hay) * at)
+    boundary = hay.rfind(". ", 0, pos)
+    pos = boundary + 2 if boundary > 0 and pos - boundary < 400 else pos
+    text = hay[:pos] + sentence + " " + hay[pos:]
+    return text, (pos, pos + len(sentence))
+
+
+def _shift(spans: list[tuple[int, int]], at: int, by: int) -> list[tuple[int, int]]:
+    return [(a + by, b + by) if a >= at else (a, b) for a, b in spans]
+
+
+def filler_source(n: int) -> str:
+    return (FILLER * (n // len(FILLER) + 1))[:n]
+
+
+def book_source(book: str) -> Callable[[int], str]:
+    def source(n: int) -> str:
+        reps = n // max(1, len(book)) + 1
+        return (book * reps)[:n]
+
+    return source
+
+
+def passkey(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int], str] = filler_source,
+            name: str = "passkey") -> Trial:
+    rng = random.Random(seed)
+    key = str(rng.randint(10000, 99999))
+    history, span = _insert(_fit(hay, length, count), depth, f"The pass key is {key}. Remember it. {key} is the pass key.")
+    return Trial(name, length, depth, seed, history, "\n\nWhat is the pass key? The pass key is", key, (span,))
+
+
+def multikey(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int], str] = filler_source) -> Trial:
+    """One target key among ≥ 4 look-alike distractors at other depths."""
+    rng = random.Random(seed)
+    colors = rng.sample(COLORS, 5)
+    keys = [str(rng.randint(10000, 99999)) for _ in colors]
+    depths = [depth] + [rng.uniform(0.02, 0.98) for _ in colors[1:]]
+    history = _fit(hay, length, count)
+    spans: list[tuple[int, int]] = []
+    for color, key, d in zip(colors, keys, depths):
+        sentence = f"The pass key for the {color} door is {key}."
+        history, span = _insert(history, d, sentence)
+        spans = _shift(spans, span[0], len(sentence) + 1) + [span]
+    return Trial("multikey", length, depth, seed, history,
+                 f"\n\nWhat is the pass key for the {colors[0]} door? The pass key for the {colors[0]} door is",
+                 keys[0], (spans[0],), meta={"distractors": keys[1:]})
+
+
+def uuid_kv(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int], str] = filler_source) -> Trial:
+    rng = random.Random(seed)
+    pairs = [(str(uuid.UUID(int=rng.getrandbits(128))), str(uuid.UUID(int=rng.getrandbits(128)))) for _ in range(5)]
+    depths = [depth] + [rng.uniform(0.02, 0.98) for _ in pairs[1:]]
+    history = _fit(hay, length, count)
+    spans: list[tuple[int, int]] = []
+    for (k, v), d in zip(pairs, depths):
+        sentence = f"The value for key {k} is {v}."
+        history, span = _insert(history, d, sentence)
+        spans = _shift(spans, span[0], len(sentence) + 1) + [span]
+    k, v = pairs[0]
+    return Trial("uuid_kv", length, depth, seed, history, f"\n\nWhat is the value for key {k}? The value for key {k} is",
+                 v, (spans[0],))
+
+
+def vartrack(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int], str] = filler_source) -> Trial:
+    """Two hops: `X = 31415` at `depth`, later `Y = X`; distractor assignments elsewhere."""
+    rng = random.Random(seed)
+    names = rng.sample(VARIABLES, 5)
+    value = str(rng.randint(10000, 99999))
+    history = _fit(hay, length, count)
+    second = depth + (1 - depth) * rng.uniform(0.2, 0.8)
+    statements = [(depth, f"VAR {names[0]} = {value}."), (second, f"VAR {names[1]} = VAR {names[0]}.")]
+    statements += [(rng.uniform(0.02, 0.98), f"VAR {n} = {rng.randint(10000, 99999)}.") for n in names[2:]]
+    spans: list[tuple[int, int]] = []
+    for d, sentence in statements:
+        history, span = _insert(history, d, sentence)
+        spans = _shift(spans, span[0], len(sentence) + 1) + [span]
+    return Trial("vartrack", length, depth, seed, history, f"\n\nWhat is the value of VAR {names[1]}? VAR {names[1]} =",
+                 value, tuple(spans[:2]))
+
+
+def doc_nll(length: int, depth: float, seed: int, count: Counter, book: str = "") -> Trial:
+    """Held-out book text: score the next ~64 tokens after a `length`-token history."""
+    rng = random.Random(seed)
+    need = int(length * 6) + 2000
+    start = rng.randint(0, max(0, len(book) - need)) if len(book) > need else 0
+    src = book[start:] if len(book) > need else book
+    history = _fit(book_source(src), length, count)
+    continuation = src[len(history):len(history) + 400] if len(src) > len(history) + 400 else book[:400]
+    continuation = _fit(book_source(continuation), 64, count)
+    return Trial("doc_nll", length, depth, seed, history, "", "", (), continuation)
+
+
+def make_trial(task: str, length: int, depth: float, seed: int, count: Counter, book: str) -> Trial:
+    """One trial of `task` (passkey | passkey_book | multikey | uuid_kv | vartrack | doc_nll)."""
+    hay_book = book_source(book)
+    if task == "passkey":
+        return passkey(length, depth, seed, count)
+    if task == "passkey_book":
+        return passkey(length, depth, seed, count, hay_book, name="passkey_book")
+    if task == "multikey":
+        return multikey(length, depth, seed, count, hay_book)
+    if task == "uuid_kv":
+        return uuid_kv(length, depth, seed, count, hay_book)
+    if task == "vartrack":
+        return vartrack(length, depth, seed, count, hay_book)
+    if task == "doc_nll":
+        return doc_nll(length, depth, seed, count, book)
+    raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+
+
+TASKS = ("passkey", "passkey_book", "multikey", "uuid_kv", "vartrack", "doc_nll")
+
+
+def is_correct(trial: Trial, text: str) -> bool:
+    """The continuation starts with the answer (after spaces and quotes)."""
+    return text.strip().strip("\"'`*").startswith(trial.answer)

@@ -1,0 +1,74 @@
+"""Benchmark: task generators (fast, tokenizer-free) and the smoke tier on the real model (marked)."""
+
+import json
+
+import pytest
+
+from megacontext.eval.tasks import TASKS, is_correct, make_trial
+
+BOOK = "It was a bright cold day in April. The clocks were striking thirteen. " * 400
+
+
+def words(text: str) -> int:  # a stand-in tokenizer: one token per word
+    return len(text.split())
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_tasks_are_seeded_and_hold_their_needles(task):
+    a = make_trial(task, 2000, 0.3, 7, words, BOOK)
+    b = make_trial(task, 2000, 0.3, 7, words, BOOK)
+    c = make_trial(task, 2000, 0.3, 8, words, BOOK)
+    assert a == b and a.history != c.history or task == "doc_nll"
+    assert abs(words(a.history) - 2000) < 120
+    for start, end in a.needles:
+        assert a.answer in a.history[start:end] or task == "vartrack"
+    if task == "doc_nll":
+        assert a.continuation and not a.answer
+    else:
+        assert a.answer and is_correct(a, f" {a.answer}. Remember") and not is_correct(a, " 00000")
+
+
+def test_needle_depth_is_respected():
+    for depth in (0.05, 0.5, 0.95):
+        t = make_trial("passkey", 3000, depth, 1, words, BOOK)
+        assert abs(t.needles[0][0] / len(t.history) - depth) < 0.03
+
+
+def test_multikey_has_look_alike_distractors():
+    t = make_trial("multikey", 3000, 0.5, 3, words, BOOK)
+    assert len(t.meta["distractors"]) >= 4 and t.history.count("The pass key for the") == 5
+
+
+@pytest.mark.real_model
+def test_smoke_tier_every_method_within_budget(tmp_path, real_base):
+    from megacontext.eval.bench import run
+    from megacontext.eval.methods import METHODS
+
+    path = run("smoke", out_dir=str(tmp_path), progress=False)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in TASKS for m in METHODS}
+    for r in rows:
+        assert r["skipped"] or r["method"] == "full" or r["rows"] <= r["budget"], r
+        assert r["task"] != "doc_nll" or r["nll"] > 0
+    assert (tmp_path / "smoke.md").exists() and (tmp_path / "smoke_latency.png").exists()
+    # resumable: a second run has nothing left to do and changes nothing
+    before = path.read_text()
+    run("smoke", out_dir=str(tmp_path), progress=False)
+    assert path.read_text() == before
+
+
+@pytest.mark.real_model
+def test_megacontext_identity_law_when_history_fits(real_base):
+    from megacontext.demo import load_book
+    from megacontext.eval.methods import make_method
+
+    count = lambda text: len(real_base.tokenize(text))  # noqa: E731
+    for task in ("passkey", "doc_nll"):
+        trial = make_trial(task, 300, 0.5, 0, count, load_book())
+        mc = make_method("megacontext", real_base).run(trial, 1024)
+        full = make_method("full", real_base).run(trial, 1024)
+        assert mc.text == full.text
+        if task == "doc_nll":
+            assert mc.nll == pytest.approx(full.nll, rel=1e-4)
+        else:
+            assert mc.focus_recall == 1.0
