@@ -108,6 +108,8 @@ def test_bad_inputs_give_one_line_and_leave_store_intact(store, tmp_path, tiny_m
         assert_fails(["ingest", "--store", str(store), *m, "--quiet", str(text_file)], capsys, "another process")
         assert_fails(["ask", "--store", str(store), *m, "Q?"], capsys, "another process")
     assert_fails(["ask", "--store", str(store), *m, "   "], capsys, "question is empty")
+    assert_fails(["ingest", "--store", str(tmp_path / "new"), *m, "--gister", "gistnet", str(text_file)], capsys,
+                 "no trained GistNet for base model tiny-llama")
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "meta.json").write_text("{not json")
     assert_fails(["inspect", "--store", str(tmp_path / "foreign")], capsys, "unreadable store metadata")

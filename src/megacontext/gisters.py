@@ -42,6 +42,13 @@ def make_gister(name: str, base: BaseModel) -> Gister:
     return factory(base)
 
 
+def child_vectors(base: BaseModel, level: int, children: np.ndarray) -> torch.Tensor:
+    """What a gister reads: token embeddings `[n, K, d]` for level 1 (children are ids), else the child gists."""
+    if level == 1:
+        return base.embed(torch.from_numpy(children.astype(np.int64))).float()
+    return torch.from_numpy(np.asarray(children, dtype=np.float32))
+
+
 @register("mean")
 class MeanGister:
     """The mean of the K child vectors, rescaled to the typical norm of a real token embedding."""
@@ -55,10 +62,7 @@ class MeanGister:
     def __call__(self, level: int, children: np.ndarray) -> np.ndarray:
         """children: ids `[n, K]` at level 1, gists `[n, K, d]` above → gists `[n, d]` float32."""
         with torch.no_grad():
-            if level == 1:
-                vectors = self.base.embed(torch.from_numpy(children.astype(np.int64))).float()
-            else:
-                vectors = torch.from_numpy(np.asarray(children, dtype=np.float32))
+            vectors = child_vectors(self.base, level, children)
             mean = vectors.mean(dim=1)
             mean = mean * (self.target_norm / mean.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         return mean.numpy()
@@ -92,8 +96,4 @@ class GistNetGister:
 
     def __call__(self, level: int, children: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            if level == 1:
-                vectors = self.base.embed(torch.from_numpy(children.astype(np.int64))).float()
-            else:
-                vectors = torch.from_numpy(np.asarray(children, dtype=np.float32))
-            return self.net(vectors, level).numpy()
+            return self.net(child_vectors(self.base, level, children), level).numpy()

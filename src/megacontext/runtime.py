@@ -110,11 +110,13 @@ class MegaContext:
         writable: bool = True,
         regist: bool = False,
         model: str | None = None,
+        gister=None,
     ) -> "MegaContext":
         """Open (or with `create`, create if missing) the store at `path`.
 
-        `base` defaults to `BaseModel.load(model)`. A store built with another gister raises
-        `StoreMismatchError` unless `regist` recomputes its gists from L0.
+        `base` defaults to `BaseModel.load(model)`; `gister` (an object) overrides `config.gister`.
+        A store built with another gister raises `StoreMismatchError` unless `regist` recomputes
+        its gists from L0.
         """
         config.validate()
         path = Path(path)
@@ -127,7 +129,7 @@ class MegaContext:
                     kind = existing.gister_id.split("-")[0]
             config = replace(config, gister=kind)
         base = base or BaseModel.load(model)
-        gister = make_gister(config.gister, base)
+        gister = gister or make_gister(config.gister, base)
         identity = StoreIdentity(base.info.name, base.info.fingerprint, base.info.dim, gister.id)
         if not is_store(path):
             store = Store.create(path, identity, block_size=config.store.block_size,

@@ -204,6 +204,34 @@ def plot(table: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def measure_ingest(base: BaseModel, checkpoint: str, books: list[np.ndarray], tokens: int = 16_384,
+                   repeats: int = 3) -> dict:
+    """Ingest tokens/s with the trained GistNet and with `mean`, next to the base model's own prefill
+    (2,048-token windows) of the same tokens; interleaved, medians."""
+    import statistics
+    import tempfile
+
+    from megacontext.config import MegaConfig
+    from megacontext.gisters import GistNetGister, MeanGister
+    from megacontext.runtime import MegaContext
+
+    ids = np.concatenate(books)[:tokens].tolist()
+    text = base.decode(ids)
+    gisters = {"gistnet": GistNetGister(base, checkpoint), "mean": MeanGister(base)}
+    speeds: dict[str, list[float]] = {"gistnet": [], "mean": [], "base_prefill": []}
+    for _ in range(repeats):
+        for name, gister in gisters.items():
+            with tempfile.TemporaryDirectory() as tmp, MegaContext.open(Path(tmp) / "s", base, MegaConfig(),
+                                                                        create=True, gister=gister) as mc:
+                speeds[name].append(mc.append(text).tokens_per_s)
+        t0 = time.perf_counter()
+        for lo in range(0, len(ids), 2048):
+            base.forward(base.embed(torch.tensor(ids[lo:lo + 2048]))[None], torch.arange(len(ids[lo:lo + 2048]))[None])
+        speeds["base_prefill"].append(len(ids) / (time.perf_counter() - t0))
+    med = {k: statistics.median(v) for k, v in speeds.items()}
+    return {"tokens": len(ids), "tokens_per_s": med, "gistnet_over_prefill": med["gistnet"] / med["base_prefill"]}
+
+
 def run(windows: int = 500, checkpoint: str | None = None, out_dir: str = "docs", seed: int = 0,
         model: str | None = None, progress: bool = True) -> dict:
     from megacontext import data
@@ -220,10 +248,18 @@ def run(windows: int = 500, checkpoint: str | None = None, out_dir: str = "docs"
     torch.set_grad_enabled(False)
     table = evaluate(base, trained, books, windows, seed, progress=progress)
     table.update({"checkpoint": checkpoint, "seconds": time.perf_counter() - t0, "books": "test split"})
+    if checkpoint:
+        table["ingest"] = measure_ingest(base, checkpoint, books)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gist_eval.json").write_text(json.dumps(table, indent=1) + "\n")
-    (out / "gist_eval.md").write_text(markdown(table) + "\n")
+    text = markdown(table)
+    if "ingest" in table:
+        ing = table["ingest"]
+        text += (f"\n\nIngest over {ing['tokens']:,} test tokens (tokens/s, medians, same run): "
+                 + ", ".join(f"{k} {v:,.0f}" for k, v in ing["tokens_per_s"].items())
+                 + f"; GistNet ingest / base prefill = {ing['gistnet_over_prefill']:.0f}×")
+    (out / "gist_eval.md").write_text(text + "\n")
     plot(table, out / "gist_eval.png")
-    print(markdown(table))
+    print(text)
     return table
