@@ -8,7 +8,7 @@ import pytest
 from megacontext.cli import build_parser, main
 from megacontext.store import Store
 
-SUBCOMMANDS = ["ingest", "ask", "score", "inspect", "demo", "prepare-model", "data", "train", "eval", "bench"]
+SUBCOMMANDS = ["ingest", "ask", "score", "inspect", "demo", "prepare-model", "data", "train", "eval", "bench", "chat"]
 TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune. " * 30
 
 
@@ -123,3 +123,33 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["ask", "--store", "x", "--budget", "many", "Q?"])
     assert exc.value.code == 2
+
+
+def test_chat_remembers_across_sessions(tmp_path, tiny_model_dir):
+    import io
+
+    from megacontext.chat import run_chat
+    from megacontext.store import Store
+
+    store = str(tmp_path / "chat")
+    out = io.StringIO()
+    run_chat(store, model=str(tiny_model_dir), budget=128, max_new_tokens=5,
+             stdin=io.StringIO("my name is Ada\n/focus\n/stats\n/bogus\n"), out=out)
+    text = out.getvalue()
+    assert "0 tokens in memory" in text and "bot> " in text and "rows; 0 = raw" in text
+    assert "gist levels" in text and "unknown command /bogus" in text and "remembered" in text
+    with Store.open(store) as s:
+        first = s.num_tokens
+        assert "my name is Ada" in tiny_decode(tiny_model_dir, s.read_tokens(0, first).tolist())
+    out2 = io.StringIO()
+    run_chat(store, model=str(tiny_model_dir), budget=128, max_new_tokens=5, stdin=io.StringIO("again\n/quit\n"),
+             out=out2)
+    assert f"{first:,} tokens in memory" in out2.getvalue()
+    with Store.open(store) as s:
+        assert s.num_tokens > first
+
+
+def tiny_decode(model_dir, ids):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir).decode(ids)

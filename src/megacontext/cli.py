@@ -164,6 +164,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(f"results: {path} (resumable: rerun the same command to continue)")
 
 
+def cmd_chat(args: argparse.Namespace) -> None:
+    from megacontext.chat import run_chat
+
+    run_chat(args.store, model=args.model, budget=args.budget, max_new_tokens=args.max_new_tokens, gister=args.gister)
+
+
 # --- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -207,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("score", cmd_score, "NLL (nats/token) of FILE's text as a continuation of the stored history.")
     p.add_argument("file", metavar="FILE")
     add_focus(p)
+
+    p = add("chat", cmd_chat, "Chat in the terminal; the store is the conversation's memory (created if missing).")
+    p.add_argument("--budget", type=int, default=1024, metavar="N", help="working-context budget (default 1024)")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="reply length cap (default 256)")
 
     add("inspect", cmd_inspect, "Levels, node counts, disk use and the current working context.", model=False)
 

@@ -1,0 +1,64 @@
+"""`megacontext chat`: a terminal conversation whose memory is the store.
+
+Quit and come back later: the store is reopened, not replayed. Replies stream token by token;
+`/focus` shows the focus map, `/stats` the store and the last reply's timings; Ctrl-C stops a reply
+(what was said so far stays in the store) and Ctrl-D or `/quit` leaves.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+TURN = "\n\nUser: {text}\nAssistant:"
+STOP = "\nUser:"
+HELP = "commands: /focus (focus map), /stats (store and timings), /quit (or Ctrl-D); Ctrl-C stops a reply"
+
+
+def run_chat(store: str, model: str | None = None, budget: int = 1024, max_new_tokens: int = 256,
+             stdin=None, out=None, gister: str | None = None) -> None:
+    from megacontext.config import MegaConfig
+    from megacontext.runtime import MegaContext
+
+    stdin = stdin or sys.stdin
+    out = out or sys.stdout
+    config = MegaConfig()
+    config = replace(config, working=replace(config.working, budget=budget), gister=gister)
+    config.validate()
+    say = lambda *a, end="\n": (print(*a, end=end, file=out, flush=True))  # noqa: E731
+    with MegaContext.open(store, config=config, create=True, model=model) as mc:
+        say(f"MegaContext chat — {mc.store.num_tokens:,} tokens in memory at {store}; budget {budget} rows. {HELP}")
+        last: dict = {}
+        while True:
+            say("you> ", end="")
+            line = stdin.readline()
+            if not line:  # Ctrl-D / end of input
+                say("")
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/quit", "/exit"):
+                break
+            if text == "/focus":
+                focus = mc.inspect()["focus"]
+                say(f"  {focus['strip']}  ({focus['rows']} rows; 0 = raw, n = level-n gist)" if focus
+                    else "  no working context yet")
+                continue
+            if text == "/stats":
+                info = mc.inspect()
+                say(f"  {info['tokens']:,} tokens, {len(info['levels']) - 1} gist levels, {info['disk_bytes']:,} bytes "
+                    f"on disk; last reply: " + (", ".join(f"{k} {v:.2f}s" for k, v in last.items()) or "none"))
+                continue
+            if text.startswith("/"):
+                say(f"  unknown command {text}; {HELP}")
+                continue
+            say("bot> ", end="")
+            try:
+                answer = mc.generate(TURN.format(text=text), max_new_tokens=max_new_tokens, budget=budget, stop=STOP,
+                                     on_token=lambda piece: say(piece, end=""))
+                last = answer.timings
+                say("")
+            except KeyboardInterrupt:
+                say(" [stopped; the conversation so far is kept]")
+        say(f"bye — {mc.store.num_tokens:,} tokens remembered in {store}")
