@@ -116,3 +116,21 @@ def test_two_processes_make_the_same_update_as_one_with_double_batch(tmp_path):
     np.testing.assert_allclose(one, two, rtol=1e-5, atol=1e-6)
     torch.manual_seed(0)
     assert not np.allclose(one, torch.randn(4).numpy())  # it did train
+
+
+def test_level2_task_trains_on_frozen_level1(tiny_base):
+    from megacontext.train.gist_task import l2_substitution_loss
+
+    l1 = tiny_net(tiny_base, zero_out=False)
+    l2 = tiny_net(tiny_base, zero_out=False)
+    ids = windows(2, 16 + 32 * 32 + 4 * 32 + 64)
+    dnll, kl, per = l2_substitution_loss(tiny_base, l1, l2, ids, 16, 4, 64, "absolute")
+    (dnll + kl).backward()
+    assert all(p.grad is None for p in l1.parameters())  # L1 stays frozen
+    assert float(sum(p.grad.abs().sum() for p in l2.parameters() if p.grad is not None)) > 0
+    books = [np.random.default_rng(i).integers(0, 200, size=5000).astype(np.int32) for i in range(2)]
+    task = GistTask(tiny_base, l2, books, GistTaskConfig(prefixes=(16,), level=2), batch_size=2, l1_net=l1)
+    loss, metrics = task.loss(0, range(0, 2))
+    assert loss.requires_grad and "dnll" in metrics
+    with pytest.raises(ValueError, match="needs the trained L1"):
+        GistTask(tiny_base, l2, books, GistTaskConfig(level=2), batch_size=2)

@@ -138,7 +138,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.net == "gistnet":
         from megacontext.train.gistnet import train_gistnet
 
-        path = train_gistnet(args.config, progress=not args.quiet, model=args.model, steps=args.steps,
+        path = train_gistnet(args.config, progress=not args.quiet, model=args.model, level=args.level,
+                             l1_checkpoint=args.l1, steps=args.steps,
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=args.out)
         print(f"GistNet checkpoint: {path} (+ its JSON card)")
 
@@ -235,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a network (GistNet) through the shared loop; resumes a run folder.")
     p.add_argument("net", choices=["gistnet"])
     p.add_argument("--config", metavar="FILE", help='JSON: {"train": {...}, "task": {...}, "net": {...}}')
+    p.add_argument("--level", type=int, choices=[1, 2], default=1,
+                   help="1: L1 gists from tokens; 2: L2+ gists on top of the frozen L1 net given by --l1")
+    p.add_argument("--l1", metavar="CHECKPOINT", help="trained L1 GistNet .safetensors (for --level 2)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

@@ -71,6 +71,13 @@ class MeanGister:
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 
 
+def card_sha256(path: Path) -> str:
+    """The sha256 a checkpoint's JSON card records for its weights."""
+    import json
+
+    return json.loads(Path(path).with_suffix(".json").read_text())["sha256"]
+
+
 def packaged_gistnet(base: BaseModel):
     """The committed GistNet checkpoint trained for `base`, or None."""
     path = CHECKPOINT_DIR / f"gistnet-{base.info.name}.safetensors"
@@ -91,9 +98,14 @@ class GistNetGister:
         self.net, card = GistNet.load(path)
         if card.get("base_fingerprint") not in (None, base.info.fingerprint):
             raise ValueError(f"{path} was trained for {card['base_fingerprint']}, not {base.info.fingerprint}")
-        self.id = f"gistnet-{card['sha256'][:12]}"
+        # Levels ≥ 2 use their own net when one was trained on top of this L1 net (`gistnet-l2-…`).
+        upper = Path(path).with_name(Path(path).name.replace("gistnet-", "gistnet-l2-", 1))
+        self.upper = GistNet.load(upper)[0] if upper.exists() and upper != Path(path) else self.net
+        upper_id = card_sha256(upper) if self.upper is not self.net else ""
+        self.id = f"gistnet-{card['sha256'][:12]}" + (f"+{upper_id[:12]}" if upper_id else "")
         self.base = base
 
     def __call__(self, level: int, children: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return self.net(child_vectors(self.base, level, children), level).numpy()
+            net = self.net if level == 1 else self.upper
+            return net(child_vectors(self.base, level, children), level).numpy()

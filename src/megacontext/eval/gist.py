@@ -46,13 +46,15 @@ def mean_gist(target_norm: float) -> Callable:
     return fn
 
 
-def make_gisters(base: BaseModel, trained: GistNet | None, seed: int = 0) -> Gisters:
+def make_gisters(base: BaseModel, trained: GistNet | None, seed: int = 0, upper: GistNet | None = None) -> Gisters:
+    """The four methods; `upper` is a separately trained L2+ net (else `trained` serves every level)."""
     torch.manual_seed(seed)
     untrained = GistNet(GistNetConfig(dim=base.info.dim, target_norm=base.token_norm), zero_out=False).eval()
     l1: dict[str, Callable | None] = {}
     l2: dict[str, Callable | None] = {}
     if trained is not None:
-        l1["gistnet"], l2["gistnet"] = (lambda x: trained(x, 1)), (lambda x: trained(x, 2))
+        top = upper or trained
+        l1["gistnet"], l2["gistnet"] = (lambda x: trained(x, 1)), (lambda x: top(x, 2))
     l1["mean"] = l2["mean"] = mean_gist(base.token_norm)
     l1["delete"] = l2["delete"] = None
     l1["untrained"], l2["untrained"] = (lambda x: untrained(x, 1)), (lambda x: untrained(x, 2))
@@ -122,11 +124,11 @@ def _l2_case(base, ids, gisters, k) -> dict:
 
 
 def evaluate(base: BaseModel, trained: GistNet | None, books: list[np.ndarray], windows: int, seed: int = 0,
-             batch: int = 4, progress: bool = True) -> dict:
+             batch: int = 4, progress: bool = True, upper: GistNet | None = None) -> dict:
     from tqdm import tqdm
 
     k = 32
-    gisters = make_gisters(base, trained, seed)
+    gisters = make_gisters(base, trained, seed, upper)
     short = sample_windows(books, windows, 16 * k + HORIZON, seed)
     long = sample_windows(books, windows, 2 * k * k + 4 * k + HORIZON, seed + 1)
     per: dict[str, dict] = {c: {} for c in CASES}
@@ -238,15 +240,18 @@ def run(windows: int = 500, checkpoint: str | None = None, out_dir: str = "docs"
     from megacontext.train.gist_task import encode_books
 
     base = BaseModel.load(model)
-    trained = None
+    trained = upper = None
     if checkpoint:
         trained, card = GistNet.load(checkpoint)
         if card.get("base_fingerprint") not in (None, base.info.fingerprint):
             raise ValueError(f"{checkpoint} was trained for {card['base_fingerprint']}, not {base.info.fingerprint}")
+        sibling = Path(checkpoint).with_name(Path(checkpoint).name.replace("gistnet", "gistnet-l2", 1))
+        if sibling.exists() and sibling != Path(checkpoint):
+            upper, _ = GistNet.load(sibling)
     books = encode_books(base, data.books("test"))
     t0 = time.perf_counter()
     torch.set_grad_enabled(False)
-    table = evaluate(base, trained, books, windows, seed, progress=progress)
+    table = evaluate(base, trained, books, windows, seed, progress=progress, upper=upper)
     table.update({"checkpoint": checkpoint, "seconds": time.perf_counter() - t0, "books": "test split"})
     if checkpoint:
         table["ingest"] = measure_ingest(base, checkpoint, books)

@@ -31,6 +31,8 @@ class GistTaskConfig:
     kl_weight: float = 1.0
     regress_steps: int = 20  # warm-up steps of cheap regression towards the block mean
     positions: str = "compact"  # compact | absolute
+    level: int = 1  # 1: train L1 gists from tokens; 2: train L2+ gists on top of frozen L1 gists
+    l2_tail_blocks: tuple[int, ...] = (0, 4)  # level 2: raw blocks between the L2 gist and the horizon
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,11 @@ def encode_books(base: BaseModel, texts: dict[str, str]) -> list[np.ndarray]:
 
 class GistTask:
     def __init__(self, base: BaseModel, net: GistNet, books: list[np.ndarray], cfg: GistTaskConfig,
-                 batch_size: int, seed: int = 0) -> None:
+                 batch_size: int, seed: int = 0, l1_net: GistNet | None = None) -> None:
         self.base, self.net, self.cfg = base, net, cfg
+        if cfg.level == 2 and l1_net is None:
+            raise ValueError("level-2 training needs the trained L1 GistNet (its gists are the inputs)")
+        self.l1_net = l1_net.eval().requires_grad_(False) if l1_net is not None else None
         self.books = [b for b in books if len(b) > 2048]
         if not self.books:
             raise ValueError("no training book is long enough (need > 2,048 tokens)")
@@ -70,6 +75,9 @@ class GistTask:
 
     def plan(self, step: int) -> _StepPlan:
         rng = np.random.default_rng([self.seed, step, 1])
+        if self.cfg.level == 2:  # one L2 gist of K·K tokens, then a few raw blocks, then the horizon
+            tail = int(rng.choice(self.cfg.l2_tail_blocks))
+            return _StepPlan("l2", int(rng.choice(self.cfg.prefixes)), self.k + tail, (0,))
         mode = str(rng.choice(self.cfg.modes))
         prefix = int(rng.choice(self.cfg.prefixes))
         r = 1 if mode == "adjacent" else self.cfg.region_blocks
@@ -77,9 +85,10 @@ class GistTask:
         return _StepPlan(mode, prefix, r, replaced)
 
     def windows(self, step: int, plan: _StepPlan) -> np.ndarray:
-        """The step's global batch of token windows `[batch, P + rK + H]`, identical on every rank."""
+        """The step's global batch of token windows `[batch, P + region + H]`, identical on every rank."""
         rng = np.random.default_rng([self.seed, step, 2])
-        length = plan.prefix + plan.blocks * self.k + self.cfg.horizon
+        region = (self.k * self.k + (plan.blocks - self.k) * self.k) if plan.mode == "l2" else plan.blocks * self.k
+        length = plan.prefix + region + self.cfg.horizon
         out = np.empty((self.batch_size, length), dtype=np.int64)
         for i in range(self.batch_size):
             book = self.books[rng.choice(len(self.books), p=self.book_p)]
@@ -90,6 +99,11 @@ class GistTask:
     def loss(self, step: int, samples: range) -> tuple[torch.Tensor, dict[str, float]]:
         plan = self.plan(step)
         ids = torch.from_numpy(self.windows(step, plan)[samples.start:samples.stop])
+        if self.cfg.level == 2:
+            dnll, kl, _ = l2_substitution_loss(self.base, self.l1_net, self.net, ids, plan.prefix,
+                                               plan.blocks - self.k, self.cfg.horizon, self.cfg.positions)
+            return dnll + self.cfg.kl_weight * kl, {"dnll": float(dnll.detach()), "kl": float(kl.detach()),
+                                                    "mode_adjacent": float(plan.blocks == self.k), "mode_all": 0.0}
         if step < self.cfg.regress_steps:
             return self._regress(ids, plan)
         dnll, kl, _ = substitution_loss(self.base, self.net, ids, plan.prefix, plan.blocks, plan.replaced,
@@ -163,6 +177,26 @@ def substitution_loss(base: BaseModel, net: GistNet | None, ids: torch.Tensor, p
             rows.append(emb[:, j])
             pos.append(list(range(start, start + k)))
     return _student(base, rows, pos, target, teacher, positions, prefix + blocks * k)
+
+
+def l2_substitution_loss(base: BaseModel, l1_net: GistNet, net: GistNet, ids: torch.Tensor, prefix: int,
+                         tail_blocks: int, horizon: int, positions: str, teacher: Teacher | None = None,
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ΔNLL@H and KL of replacing K·K tokens after the prefix by one L2 gist made from frozen L1 gists;
+    `tail_blocks` raw blocks stay between the gist and the horizon. `ids [b, P + K·K + tail·K + H]`."""
+    k = net.config.block_size
+    b = ids.shape[0]
+    span2 = k * k
+    teacher = teacher or raw_teacher(base, ids, prefix, horizon)
+    base.crop_cache(teacher.cache, prefix)
+    region = ids[:, prefix:prefix + span2].reshape(b * k, k)
+    with torch.no_grad():
+        l1 = l1_net(base.embed(region).float(), 1).reshape(b, k, -1)
+    gist = net(l1, 2)[:, None]
+    tail = ids[:, prefix + span2:prefix + span2 + tail_blocks * k]
+    rows = [gist, base.embed(tail).float()]
+    pos = [[prefix + (span2 - 1) // 2], list(range(prefix + span2, prefix + span2 + tail.shape[1]))]
+    return _student(base, rows, pos, ids[:, -horizon:], teacher, positions, prefix + span2 + tail.shape[1])
 
 
 def _student(base: BaseModel, rows: list[torch.Tensor], pos: list[list[int]], target: torch.Tensor,

@@ -44,27 +44,38 @@ def load_configs(config_file: str | None, overrides: dict) -> tuple[TrainConfig,
 
 
 def train_gistnet(config_file: str | None = None, progress: bool = True, model: str | None = None,
-                  **overrides) -> Path:
+                  level: int = 1, l1_checkpoint: str | None = None, **overrides) -> Path:
+    """Train L1 GistNet (`level=1`), or the L2+ net on top of the frozen L1 net in `l1_checkpoint`."""
     from megacontext import data
     from megacontext.base import BaseModel
 
     train_cfg, task_cfg, net_values = load_configs(config_file, overrides)
     base = BaseModel.load(model)
     texts = data.books("train")
-    net_cfg = _overlay(GistNetConfig(dim=base.info.dim, target_norm=base.token_norm), net_values, "net")
-    net = GistNet(net_cfg)
-    task = GistTask(base, net, encode_books(base, texts), task_cfg, train_cfg.batch_size, train_cfg.seed)
+    l1_net = None
+    if level == 2:
+        if not l1_checkpoint:
+            raise ValueError("--level 2 needs --l1 CHECKPOINT (the trained L1 GistNet)")
+        l1_net, _ = GistNet.load(l1_checkpoint)
+        net = GistNet(l1_net.config)
+        net.load_state_dict(l1_net.state_dict())  # start the L2+ net from the L1 weights
+        task_cfg = replace(task_cfg, level=2)
+        if train_cfg.out_dir == "runs/gistnet":
+            train_cfg = replace(train_cfg, out_dir="runs/gistnet-l2")
+    else:
+        net = GistNet(_overlay(GistNetConfig(dim=base.info.dim, target_norm=base.token_norm), net_values, "net"))
+    task = GistTask(base, net, encode_books(base, texts), task_cfg, train_cfg.batch_size, train_cfg.seed, l1_net)
     out = Path(train_cfg.out_dir)
     started = time.time()
     command = "megacontext " + " ".join(sys.argv[1:]) if sys.argv and "megacontext" in sys.argv[0] else "train_gistnet()"
 
     def export(step: int, metrics: dict) -> None:
-        net.save(out / "gistnet", {
-            "kind": "gistnet", "base_model": base.info.name, "base_fingerprint": base.info.fingerprint,
+        net.save(out / ("gistnet" if level == 1 else "gistnet-l2"), {
+            "kind": "gistnet", "levels": "1" if level == 1 else "2+", "l1_checkpoint": l1_checkpoint, "base_model": base.info.name, "base_fingerprint": base.info.fingerprint,
             "data": {"split": "train", "books": sorted(texts)}, "steps": step,
             "wall_seconds_this_run": round(time.time() - started, 1), "command": command,
             "train": asdict(train_cfg), "task": asdict(task_cfg), "last_metrics": metrics,
         })
 
     train(task, train_cfg, on_checkpoint=export, progress=progress)
-    return out / "gistnet.safetensors"
+    return out / ("gistnet.safetensors" if level == 1 else "gistnet-l2.safetensors")
