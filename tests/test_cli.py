@@ -8,7 +8,7 @@ import pytest
 from megacontext.cli import build_parser, main
 from megacontext.store import Store
 
-SUBCOMMANDS = ["ingest", "ask", "score", "inspect", "demo", "prepare-model", "data", "train", "eval", "bench", "chat"]
+SUBCOMMANDS = ["ingest", "ask", "score", "inspect", "demo", "prepare-model", "data", "train", "eval", "bench", "chat", "serve"]
 TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune. " * 30
 
 

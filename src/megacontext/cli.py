@@ -171,6 +171,12 @@ def cmd_chat(args: argparse.Namespace) -> None:
     run_chat(args.store, model=args.model, budget=args.budget, max_new_tokens=args.max_new_tokens, gister=args.gister)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from megacontext.serve import serve
+
+    serve(args.host, args.port, args.stores, args.model, args.budget)
+
+
 # --- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -218,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("chat", cmd_chat, "Chat in the terminal; the store is the conversation's memory (created if missing).")
     p.add_argument("--budget", type=int, default=1024, metavar="N", help="working-context budget (default 1024)")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="reply length cap (default 256)")
+
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server; one store per conversation, plus a focus viewer.",
+                       description="OpenAI-compatible HTTP server; one store per conversation, plus a focus viewer.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--stores", default="stores", metavar="DIR", help="one store per conversation (default ./stores)")
+    p.add_argument("--model", metavar="PATH")
+    p.add_argument("--budget", type=int, default=1024, metavar="N")
+    p.set_defaults(func=cmd_serve)
 
     add("inspect", cmd_inspect, "Levels, node counts, disk use and the current working context.", model=False)
 

@@ -92,6 +92,7 @@ class MegaContext:
         self.gister = gister or make_gister(config.gister or DEFAULT_GISTER, base)
         self.policy = make_policy(config.focus)
         self.k = store.block_size
+        self.current: WorkingContext | None = None  # the working context the LM sees right now (viewers read it)
         state = store.read_json(FOCUS_STATE) or {}
         self._step = int(state.get("step", 0))
         self._history: dict[Node, tuple[int, str]] = {
@@ -163,7 +164,9 @@ class MegaContext:
 
     @property
     def protected(self) -> int:
-        return self.config.working.protected_tokens
+        """Newest tokens kept raw: the configured window, at most a quarter of the budget (so that
+        small budgets still leave room for the rest of the history)."""
+        return min(self.config.working.protected_tokens, self.budget // 4)
 
     # --- ingest -----------------------------------------------------------------------------
     def append(self, text: str, progress: bool = False) -> IngestStats:
@@ -369,6 +372,7 @@ class MegaContext:
             plan_budget = budget - headroom if wc.cost + headroom <= budget else budget
             wc, new_plans = self.refocus(wc, plan_budget, self.config.allocator.max_rounds, "new_input", ids)
             plans += new_plans
+        self.current = wc
         with timer("prefill"):
             cache = self.base.new_cache()
             logits = self.prefill(wc, cache, logits_to_keep=1)
@@ -394,7 +398,7 @@ class MegaContext:
                     plans += new_plans
             check(new, budget, self.protected)
             logits = self.advance(cache, wc, new, logits_to_keep=1)
-            wc = new
+            wc = self.current = new
             rows_used = max(rows_used, wc.cost)
         timer.times["decode"] = time.perf_counter() - t_decode
         self._save_focus(wc, budget)
