@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-0.2.0
 
-.PHONY: setup model demo test test-fast bench-foundation data train-gistnet eval-gist bench bench-report clean
+.PHONY: setup model browser demo test test-fast bench-foundation data train-gistnet eval-gist bench bench-report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,14 @@ model: setup
 demo: model
 	$(BIN)/megacontext demo
 
-test: model
+test: model browser
 	$(BIN)/python -m pytest
+
+# Debian's Chromium for the focus-viewer test (skipped when it can't be installed).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)); } || \
+	  echo "chromium not installed: the viewer test will be skipped"
 
 # Unit tests only: tiny random models, no real-model tests.
 test-fast: setup

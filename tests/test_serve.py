@@ -124,3 +124,30 @@ def test_bounded_load_50_requests_5_conversations_10_concurrent(tmp_path, tiny_b
         for i in range(c, 50, 5):
             assert text.count(f"turn number {i:02d} here") == 1, (c, i)
     (tmp_path / "latencies.json").write_text(json.dumps(latencies))
+
+
+def test_viewer_shows_the_strip_in_headless_chromium(tmp_path, tiny_base):
+    import shutil
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed (make test installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with Server(tmp_path / "stores", tiny_base) as srv:
+        for i in range(6):  # enough history for gists: the strip then has several runs
+            client(srv, "viewer").chat.completions.create(model=tiny_base.info.name, max_tokens=4,
+                                                          messages=[{"role": "user", "content": f"Tell me story {i}!"}])
+        runs = httpx.get(srv.url + "/v1/conversations/viewer").json()["focus"]["runs"]
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"])
+            page = browser.new_page()
+            page.goto(srv.url + "/viewer/viewer")
+            page.wait_for_selector("[data-testid=strip] .run")
+            shown = page.locator("[data-testid=strip] .run").count()
+            stats = page.locator("#stats").inner_text()
+            page.screenshot(path=str(tmp_path / "viewer.png"))
+            browser.close()
+    assert shown == len(runs) >= 2
+    assert "tokens" in stats and "working context" in stats

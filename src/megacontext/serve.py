@@ -244,7 +244,7 @@ async function refresh() {
   const info = await r.json();
   const f = info.focus;
   document.getElementById("stats").textContent =
-    `${info.tokens.toLocaleString()} tokens, ${info.levels.length - 1} gist levels, ` +
+    `${info.tokens.toLocaleString()} tokens, gist levels: ${info.levels.length - 1}, ` +
     `${info.disk_bytes.toLocaleString()} bytes on disk` +
     (f ? `; working context ${f.rows} of ${f.budget} rows` : "; no working context yet") +
     (info.generating ? " — generating…" : "");
@@ -258,7 +258,7 @@ async function refresh() {
     d.className = "run level-" + run.level;
     strip.appendChild(d);
   }
-  document.getElementById("plans").textContent = info.plans.map(p =>
+  document.getElementById("plans").textContent = info.plans.slice().reverse().map(p =>
     `step ${p.step} (${p.trigger}): ${p.moves.map(m => m[0] + " L" + m[1] + "#" + m[2]).join(", ")}`).join("\\n") || "none yet";
 }
 refresh(); setInterval(refresh, 1000);
