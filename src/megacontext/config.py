@@ -46,15 +46,12 @@ class WorkingConfig:
             raise ValueError(f"--protected-tokens must be ≥ 0, got {self.protected_tokens}")
 
 
-DEFAULT_GISTER = "mean"
-
-
 @dataclass(frozen=True)
 class MegaConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     working: WorkingConfig = field(default_factory=WorkingConfig)
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
-    gister: str | None = None  # registry name (megacontext.gisters); None: the store's own, else DEFAULT_GISTER
+    gister: str | None = None  # registry name (megacontext.gisters); None: the store's own, else the default for the model
     focus: str = "recency"  # registry name (megacontext.focus)
 
     def with_budget(self, budget: int | None) -> "MegaConfig":

@@ -78,6 +78,14 @@ def card_sha256(path: Path) -> str:
     return json.loads(Path(path).with_suffix(".json").read_text())["sha256"]
 
 
+def default_gister(base: BaseModel) -> str:
+    """`gistnet` when a trained checkpoint for this base model ships with the package, else `mean`."""
+    return "gistnet" if USE_TRAINED_BY_DEFAULT and packaged_gistnet(base) is not None else "mean"
+
+
+USE_TRAINED_BY_DEFAULT = False  # flipped once the trained GistNet beats `mean` in `eval gist`
+
+
 def packaged_gistnet(base: BaseModel):
     """The committed GistNet checkpoint trained for `base`, or None."""
     path = CHECKPOINT_DIR / f"gistnet-{base.info.name}.safetensors"

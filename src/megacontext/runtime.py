@@ -20,10 +20,10 @@ import torch
 
 from megacontext import allocator
 from megacontext.base import BaseModel
-from megacontext.config import DEFAULT_GISTER, MegaConfig
+from megacontext.config import MegaConfig
 from megacontext.errors import StoreError
 from megacontext.focus import FocusInput, make_policy
-from megacontext.gisters import make_gister
+from megacontext.gisters import default_gister, make_gister
 from megacontext.store import Store, StoreIdentity, is_store
 from megacontext.tree import Node, children
 from megacontext.working import (
@@ -89,7 +89,7 @@ class MegaContext:
         self.store = store
         self.base = base
         self.config = config
-        self.gister = gister or make_gister(config.gister or DEFAULT_GISTER, base)
+        self.gister = gister or make_gister(config.gister or default_gister(base), base)
         self.policy = make_policy(config.focus)
         self.k = store.block_size
         self.current: WorkingContext | None = None  # the working context the LM sees right now (viewers read it)
@@ -123,13 +123,13 @@ class MegaContext:
         path = Path(path)
         if not is_store(path) and not create:
             raise StoreError(f"{path}: no MegaContext store here (create one with `megacontext ingest`)")
+        base = base or BaseModel.load(model)
         if config.gister is None:  # keep what the store was built with; new stores get the default
-            kind = DEFAULT_GISTER
+            kind = default_gister(base)
             if is_store(path):
                 with Store.open(path) as existing:
                     kind = existing.gister_id.split("-")[0]
             config = replace(config, gister=kind)
-        base = base or BaseModel.load(model)
         gister = gister or make_gister(config.gister, base)
         identity = StoreIdentity(base.info.name, base.info.fingerprint, base.info.dim, gister.id)
         if not is_store(path):

@@ -244,12 +244,11 @@ class MegaContextMethod:
         self.seed = seed
 
     def run(self, trial: Trial, budget: int, max_new_tokens: int = 16) -> Outcome:
-        from megacontext.config import DEFAULT_GISTER
         from megacontext.focus import make_policy
         from megacontext.runtime import MegaContext
 
         cfg = MegaConfig()
-        cfg = replace(cfg, gister=self.gister or DEFAULT_GISTER,
+        cfg = replace(cfg, gister=self.gister,
                       working=replace(cfg.working, budget=budget, positions=self.positions))
         spans = [(len(self.base.tokenize(trial.history[:a])), len(self.base.tokenize(trial.history[:b])))
                  for a, b in trial.needles]
