@@ -397,6 +397,10 @@ class MegaContext:
                     new, new_plans = self.refocus(new, budget, 1, "decode", out[-self.k:])
                     plans += new_plans
             check(new, budget, self.protected)
+            if step + 1 == max_new_tokens:  # stored; no need to run the LM for a token never read
+                wc = self.current = new
+                rows_used = max(rows_used, wc.cost)
+                break
             logits = self.advance(cache, wc, new, logits_to_keep=1)
             wc = self.current = new
             rows_used = max(rows_used, wc.cost)
