@@ -134,3 +134,18 @@ def test_level2_task_trains_on_frozen_level1(tiny_base):
     assert loss.requires_grad and "dnll" in metrics
     with pytest.raises(ValueError, match="needs the trained L1"):
         GistTask(tiny_base, l2, books, GistTaskConfig(level=2), batch_size=2)
+
+
+def test_deleting_the_adjacent_block_matches_a_direct_computation(tiny_base):
+    """Regression: with nothing between prefix and horizon, the first horizon token must still be
+    predicted from the last prefix row."""
+    import torch.nn.functional as F
+
+    ids = windows(2, 64 + 32 + 64, seed=3)
+    _, _, per = substitution_loss(tiny_base, None, ids, 64, 1, (0,), 64, "compact", block_size=32)
+    with torch.no_grad():
+        kept = torch.cat([ids[:, :64], ids[:, 96:]], dim=1)
+        short = tiny_base.model(input_ids=kept).logits[:, 63:-1]
+        full = tiny_base.model(input_ids=ids).logits[:, 95:-1]
+    nll = lambda logits: F.cross_entropy(logits.transpose(1, 2), ids[:, 96:], reduction="none").mean(1)  # noqa: E731
+    torch.testing.assert_close(per, nll(short) - nll(full), rtol=1e-4, atol=1e-4)

@@ -128,6 +128,8 @@ class Teacher:
     cache: object  # KV cache of the prefix (cropped back to it before each student pass)
     logits: torch.Tensor  # [b, H, vocab] predicting the horizon from the raw context
     prefix: int
+    lead: torch.Tensor  # [b, 1] the last prefix token, re-run by each student so that its logits
+    # predict the first horizon token even when nothing stands between prefix and horizon (deletion)
 
 
 def raw_teacher(base: BaseModel, ids: torch.Tensor, prefix: int, horizon: int) -> Teacher:
@@ -140,7 +142,7 @@ def raw_teacher(base: BaseModel, ids: torch.Tensor, prefix: int, horizon: int) -
         rest = base.embed(ids[:, prefix:]).float()
         logits = base.forward(rest, _arange(b, prefix, ids.shape[1]), cache, logits_to_keep=horizon + 1)
         base.crop_cache(cache, prefix)
-    return Teacher(cache, logits[:, :horizon].float(), prefix)
+    return Teacher(cache, logits[:, :horizon].float(), prefix, ids[:, max(prefix - 1, 0):prefix])
 
 
 def substitution_loss(base: BaseModel, net: GistNet | None, ids: torch.Tensor, prefix: int, blocks: int,
@@ -204,12 +206,17 @@ def _student(base: BaseModel, rows: list[torch.Tensor], pos: list[list[int]], ta
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Horizon ΔNLL/KL of `rows` (at true token positions `pos`) + the target after the prefix cache."""
     b, horizon = target.shape
-    prefix = teacher.prefix
+    start = teacher.prefix
+    if start > 0:  # re-run the last prefix token: its logits predict the first horizon token
+        start -= 1
+        base.crop_cache(teacher.cache, start)
+        rows = [base.embed(teacher.lead).float()] + rows
+        pos = [[start]] + pos
     rows = rows + [base.embed(target).float()]
     pos = pos + [list(range(first_target, first_target + horizon))]
     x = torch.cat(rows, dim=1)
     flat = [p for chunk in pos for p in chunk]
-    position_ids = torch.tensor(flat) if positions == "absolute" else torch.arange(prefix, prefix + len(flat))
+    position_ids = torch.tensor(flat) if positions == "absolute" else torch.arange(start, start + len(flat))
     s_logits = base.forward(x, position_ids[None].expand(b, -1), teacher.cache, logits_to_keep=horizon + 1)
     s_logits = s_logits[:, :horizon].float()
     t_logits = teacher.logits
