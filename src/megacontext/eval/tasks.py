@@ -14,6 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ")
+# The classic passkey preamble: without it the default model answers "the pass key is the pass key"
+# even with the whole 1k-token history in view (0/6 vs 6/6 on the same trials).
+PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
+                 "I will quiz you about the important information there.\n\n")
 COLORS = ("red", "blue", "green", "yellow", "purple", "orange", "white", "black")
 VARIABLES = ("X", "Y", "Z", "W", "V", "U", "Q", "R")
 
@@ -83,8 +87,11 @@ def passkey(length: int, depth: float, seed: int, count: Counter, hay: Callable[
             name: str = "passkey") -> Trial:
     rng = random.Random(seed)
     key = str(rng.randint(10000, 99999))
-    history, span = _insert(_fit(hay, length, count), depth, f"The pass key is {key}. Remember it. {key} is the pass key.")
-    return Trial(name, length, depth, seed, history, "\n\nWhat is the pass key? The pass key is", key, (span,))
+    hay_text = _fit(hay, length - count(PASSKEY_INTRO), count)
+    history, span = _insert(hay_text, depth, f"The pass key is {key}. Remember it. {key} is the pass key.")
+    span = (span[0] + len(PASSKEY_INTRO), span[1] + len(PASSKEY_INTRO))
+    return Trial(name, length, depth, seed, PASSKEY_INTRO + history, "\n\nWhat is the pass key? The pass key is",
+                 key, (span,))
 
 
 def multikey(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int], str] = filler_source) -> Trial:
