@@ -134,4 +134,7 @@ def train(task: Task, cfg: TrainConfig, *, on_checkpoint: Callable[[int, dict], 
                 on_checkpoint(step + 1, metrics)
     if log:
         log.close()
+    if par.world > 1:  # leave together: a rank exiting while another still talks to it aborts
+        dist.barrier()
+        dist.destroy_process_group()
     return metrics
