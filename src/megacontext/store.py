@@ -200,10 +200,7 @@ class Store:
 
     def _recover(self) -> None:
         """Writer only: truncate bytes past the committed counts (a torn append) and fix headers."""
-        for file in self.path.glob("L*.ctx"):  # level files created by appends that never committed
-            level = file.stem[1:]
-            if level.isdigit() and int(level) >= len(self._meta["counts"]):
-                file.unlink()
+        self._unlink_levels_from(len(self._meta["counts"]))  # files of appends that never committed
         for level, count in enumerate(self._meta["counts"]):
             file = self._file(level)
             if not file.exists():
@@ -216,6 +213,14 @@ class Store:
                 f.write(struct.pack("<Q", count))
                 f.flush()
                 os.fsync(f.fileno())
+
+    def _unlink_levels_from(self, first: int) -> None:
+        """Delete every level file `L{n}.ctx` with n ≥ `first` (uncommitted or dropped levels)."""
+        self._maps.clear()
+        for file in self.path.glob("L*.ctx"):
+            level = file.stem[1:]
+            if level.isdigit() and int(level) >= first:
+                file.unlink()
 
     def close(self) -> None:
         self._maps.clear()
@@ -405,10 +410,7 @@ class Store:
         counts = [self._meta["counts"][0]]
         self._meta["gister"] = gister_id
         self._commit(counts, self.tail, drop_levels=True)  # forget old gists first: crash-safe
-        for level in range(1, 64):
-            if not self._file(level).exists():
-                break
-            self._file(level).unlink()
+        self._unlink_levels_from(1)
         self._gist_pending(counts, 0, gist_fn)
         self._commit(counts, self.tail)
 

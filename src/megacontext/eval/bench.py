@@ -92,8 +92,6 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                        "depth": depth, "seed": seed, "method": m, **asdict(outcome), "wall_s": time.perf_counter() - t0,
                        "correct": (is_correct(trial, outcome.text) if trial.answer and not outcome.skipped else None),
                        "answer": trial.answer}
-                row.pop("method", None)
-                row["method"] = m
                 if not outcome.skipped and m != "full" and outcome.rows > b:
                     raise AssertionError(f"{m} used {outcome.rows} rows > budget {b}")
                 log.write(json.dumps(row) + "\n")
@@ -247,7 +245,7 @@ def _plots(rows: list[dict], table: dict, out: Path, stem: str) -> None:
         pts = defaultdict(list)
         for r in rows:
             if r["method"] == method and not r.get("skipped"):
-                pts[r["length"]].append(r["answer_s"] + r["ingest_s"] * 0)
+                pts[r["length"]].append(r["answer_s"])
         if pts:
             xs = sorted(pts)
             ax.plot(xs, [statistics.median(pts[x]) for x in xs], marker="o", label=method)
