@@ -106,8 +106,11 @@ class BaseModel:
 
     # --- loading -------------------------------------------------------------------------
     @classmethod
-    def load(cls, model: str | Path | None = None, dtype: torch.dtype = torch.float32) -> "BaseModel":
-        """Load the default model (converting it on first use) or a local HF causal-LM folder."""
+    def load(cls, model: str | Path | None = None, dtype: torch.dtype = torch.float32,
+             device: str | None = None) -> "BaseModel":
+        """Load the default model (converting it on first use) or a local HF causal-LM folder.
+
+        `device` (e.g. "cuda") serves training and evaluation; the runtime stays on the CPU."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _quiet_transformers()
@@ -123,12 +126,23 @@ class BaseModel:
             lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise ModelError(f"could not load model from {path}: {exc}") from exc
-        return cls(lm, tokenizer, name)
+        base = cls(lm, tokenizer, name)  # fingerprint taken on the CPU copy
+        if device not in (None, "cpu"):
+            if device.startswith("cuda"):
+                if not torch.cuda.is_available():
+                    raise ModelError(f"--device {device}: this torch build sees no CUDA device")
+                torch.set_float32_matmul_precision("high")  # TF32 matmuls: fp32 weights, GPU speed
+            lm.to(device)
+        return base
 
     # --- the seam ------------------------------------------------------------------------
     @property
     def embedding_matrix(self) -> torch.Tensor:
         return self.model.get_input_embeddings().weight
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding_matrix.device
 
     @property
     def eos_token_id(self) -> int | None:
@@ -143,7 +157,7 @@ class BaseModel:
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids `[...]` → input embeddings `[..., d]` (no grad)."""
         with torch.no_grad():
-            return self.model.get_input_embeddings()(ids.long())
+            return self.model.get_input_embeddings()(ids.long().to(self.device))
 
     def new_cache(self):
         from transformers import DynamicCache
@@ -166,10 +180,11 @@ class BaseModel:
         # An explicit all-ones mask matters: without one (and without a cache) transformers reads
         # any position gap as the start of a new packed sequence and silently blocks attention
         # across it, which would hide every row before a gist in the absolute scheme.
-        mask = torch.ones(inputs_embeds.shape[0], past + inputs_embeds.shape[1], dtype=torch.long)
+        mask = torch.ones(inputs_embeds.shape[0], past + inputs_embeds.shape[1], dtype=torch.long,
+                          device=self.device)
         out = self.model(
-            inputs_embeds=inputs_embeds.to(self.embedding_matrix.dtype),
-            position_ids=position_ids,
+            inputs_embeds=inputs_embeds.to(self.device, self.embedding_matrix.dtype),
+            position_ids=position_ids.to(self.device),
             attention_mask=mask,
             cache=cache,
             use_cache=cache is not None,

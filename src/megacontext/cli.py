@@ -139,8 +139,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         from megacontext.train.gistnet import train_gistnet
 
         path = train_gistnet(args.config, progress=not args.quiet, model=args.model, level=args.level,
-                             l1_checkpoint=args.l1, steps=args.steps,
-                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=args.out)
+                             l1_checkpoint=args.l1, device=args.device, steps=args.steps,
+                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=args.out,
+                             time_budget_s=args.time_budget)
         print(f"GistNet checkpoint: {path} (+ its JSON card)")
 
 
@@ -149,7 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         from megacontext.eval.gist import run
 
         table = run(windows=args.windows, checkpoint=args.checkpoint, out_dir=args.out, seed=args.seed,
-                    model=args.model, progress=not args.quiet)
+                    model=args.model, progress=not args.quiet, device=args.device, batch=args.batch)
         if args.json:
             print(json.dumps(table, indent=1))
 
@@ -259,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--out", metavar="DIR", help="run folder: checkpoint, log.jsonl, exported net (default runs/gistnet)")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="stop after this long (checkpoint kept); the learning rate decays over the budget")
+    p.add_argument("--device", metavar="DEV", help="cpu (default) or cuda")
     p.add_argument("--model", metavar="PATH", help="base model folder (default: the packaged SmolLM2)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -272,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", metavar="PATH")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--device", metavar="DEV", help="cpu (default) or cuda (ingest speed is measured on the CPU only)")
+    p.add_argument("--batch", type=int, default=4, help="windows per forward pass (default 4; try 32 on a GPU)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -50,6 +50,7 @@ def make_gisters(base: BaseModel, trained: GistNet | None, seed: int = 0, upper:
     """The four methods; `upper` is a separately trained L2+ net (else `trained` serves every level)."""
     torch.manual_seed(seed)
     untrained = GistNet(GistNetConfig(dim=base.info.dim, target_norm=base.token_norm), zero_out=False).eval()
+    untrained.to(base.device)
     l1: dict[str, Callable | None] = {}
     l2: dict[str, Callable | None] = {}
     if trained is not None:
@@ -134,13 +135,13 @@ def evaluate(base: BaseModel, trained: GistNet | None, books: list[np.ndarray], 
     per: dict[str, dict] = {c: {} for c in CASES}
     bar = tqdm(total=4 * windows, desc="eval gist", unit="win", disable=not progress)
     for lo in range(0, windows, batch):
-        ids = torch.from_numpy(short[lo:lo + batch])
+        ids = torch.from_numpy(short[lo:lo + batch]).to(base.device)
         for case, (prefix, blocks, replaced) in {"a": (15 * k, 1, (0,)), "b": (8 * k, 8, (0,)),
                                                  "c": (0, 16, tuple(range(12)))}.items():
             for key, vals in _l1_case(base, ids, prefix, blocks, replaced, gisters, k).items():
                 per[case].setdefault(key, []).extend(vals)
             bar.update(len(ids))
-        for key, vals in _l2_case(base, torch.from_numpy(long[lo:lo + batch]), gisters, k).items():
+        for key, vals in _l2_case(base, torch.from_numpy(long[lo:lo + batch]).to(base.device), gisters, k).items():
             per["d"].setdefault(key, []).extend(vals)
         bar.update(len(ids))
     bar.close()
@@ -235,11 +236,11 @@ def measure_ingest(base: BaseModel, checkpoint: str, books: list[np.ndarray], to
 
 
 def run(windows: int = 500, checkpoint: str | None = None, out_dir: str = "docs", seed: int = 0,
-        model: str | None = None, progress: bool = True) -> dict:
+        model: str | None = None, progress: bool = True, device: str | None = None, batch: int = 4) -> dict:
     from megacontext import data
     from megacontext.train.gist_task import encode_books
 
-    base = BaseModel.load(model)
+    base = BaseModel.load(model, device=device)
     trained = upper = None
     if checkpoint:
         trained, card = GistNet.load(checkpoint)
@@ -248,12 +249,16 @@ def run(windows: int = 500, checkpoint: str | None = None, out_dir: str = "docs"
         sibling = Path(checkpoint).with_name(Path(checkpoint).name.replace("gistnet", "gistnet-l2", 1))
         if sibling.exists() and sibling != Path(checkpoint):
             upper, _ = GistNet.load(sibling)
+        trained.to(base.device)
+        if upper is not None:
+            upper.to(base.device)
     books = encode_books(base, data.books("test"))
     t0 = time.perf_counter()
     torch.set_grad_enabled(False)
-    table = evaluate(base, trained, books, windows, seed, progress=progress, upper=upper)
-    table.update({"checkpoint": checkpoint, "seconds": time.perf_counter() - t0, "books": "test split"})
-    if checkpoint:
+    table = evaluate(base, trained, books, windows, seed, batch=batch, progress=progress, upper=upper)
+    table.update({"checkpoint": checkpoint, "seconds": time.perf_counter() - t0, "books": "test split",
+                  "device": str(base.device)})
+    if checkpoint and base.device.type == "cpu":  # the runtime (and so ingest) runs on the CPU
         table["ingest"] = measure_ingest(base, checkpoint, books)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

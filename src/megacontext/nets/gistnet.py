@@ -73,7 +73,7 @@ class GistNet(nn.Module):
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(path.with_suffix(".safetensors")))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(path.with_suffix(".safetensors")))
         card = {**card, "config": asdict(self.config), "sha256": file_hash(path.with_suffix(".safetensors"))}
         path.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
 

@@ -6,7 +6,8 @@ region) plus KL(p_raw ‖ p_gist) on the same positions. Gradients flow *through
 GistNet. The prefix does not depend on the gists, so its KV cache is computed once without grad and
 only `[region rows + H]` run with grad. Modes vary where the gist sits:
 `adjacent` (the block right before the horizon), `far` (a block r−1 blocks further back, with raw
-blocks between), `all` (every region block a gist, as at run time when most history is gists).
+blocks between), `all` (every region block a gist), `history` (no prefix; the oldest n of 16 blocks are gists and the
+rest raw, as in the working context at run time, where old history is gists and the recent tail raw).
 A short warm-up first regresses gists towards their block's mean embedding (no LM).
 """
 
@@ -28,6 +29,8 @@ class GistTaskConfig:
     prefixes: tuple[int, ...] = (96, 192, 288)  # no-grad context before the region, drawn per step
     modes: tuple[str, ...] = ("adjacent", "adjacent", "far", "all")  # drawn per step
     region_blocks: int = 4  # r for `far` and `all`
+    history_blocks: int = 16  # region length for `history`
+    history_gists: tuple[int, ...] = (4, 8, 12, 15)  # how many of its oldest blocks are gists, drawn
     kl_weight: float = 1.0
     regress_steps: int = 20  # warm-up steps of cheap regression towards the block mean
     positions: str = "compact"  # compact | absolute
@@ -80,6 +83,9 @@ class GistTask:
             return _StepPlan("l2", int(rng.choice(self.cfg.prefixes)), self.k + tail, (0,))
         mode = str(rng.choice(self.cfg.modes))
         prefix = int(rng.choice(self.cfg.prefixes))
+        if mode == "history":
+            n = min(int(rng.choice(self.cfg.history_gists)), self.cfg.history_blocks - 1)
+            return _StepPlan(mode, 0, self.cfg.history_blocks, tuple(range(n)))
         r = 1 if mode == "adjacent" else self.cfg.region_blocks
         replaced = tuple(range(r)) if mode == "all" else (0,)
         return _StepPlan(mode, prefix, r, replaced)
@@ -98,7 +104,7 @@ class GistTask:
 
     def loss(self, step: int, samples: range) -> tuple[torch.Tensor, dict[str, float]]:
         plan = self.plan(step)
-        ids = torch.from_numpy(self.windows(step, plan)[samples.start:samples.stop])
+        ids = torch.from_numpy(self.windows(step, plan)[samples.start:samples.stop]).to(self.base.device)
         if self.cfg.level == 2:
             dnll, kl, _ = l2_substitution_loss(self.base, self.l1_net, self.net, ids, plan.prefix,
                                                plan.blocks - self.k, self.cfg.horizon, self.cfg.positions)
@@ -110,7 +116,8 @@ class GistTask:
                                         self.cfg.horizon, self.cfg.positions)
         loss = dnll + self.cfg.kl_weight * kl
         return loss, {"dnll": float(dnll.detach()), "kl": float(kl.detach()),
-                      "mode_adjacent": float(plan.mode == "adjacent"), "mode_all": float(plan.mode == "all")}
+                      "mode_adjacent": float(plan.mode == "adjacent"), "mode_all": float(plan.mode == "all"),
+                      "mode_history": float(plan.mode == "history")}
 
     def _regress(self, ids: torch.Tensor, plan: _StepPlan) -> tuple[torch.Tensor, dict[str, float]]:
         k = self.k
@@ -118,7 +125,7 @@ class GistTask:
         emb = self.base.embed(blocks).float()
         gist = self.net(emb, 1)
         loss = 1 - F.cosine_similarity(gist, emb.mean(dim=1), dim=-1).mean()
-        return loss, {"regress": float(loss)}
+        return loss, {"regress": float(loss.detach())}
 
 
 @dataclass
@@ -230,4 +237,4 @@ def _student(base: BaseModel, rows: list[torch.Tensor], pos: list[list[int]], ta
 
 
 def _arange(b: int, lo: int, hi: int) -> torch.Tensor:
-    return torch.arange(lo, hi)[None].expand(b, -1)
+    return torch.arange(lo, hi)[None].expand(b, -1)  # BaseModel.forward moves it to the model's device

@@ -44,13 +44,14 @@ def load_configs(config_file: str | None, overrides: dict) -> tuple[TrainConfig,
 
 
 def train_gistnet(config_file: str | None = None, progress: bool = True, model: str | None = None,
-                  level: int = 1, l1_checkpoint: str | None = None, **overrides) -> Path:
+                  level: int = 1, l1_checkpoint: str | None = None, device: str | None = None,
+                  **overrides) -> Path:
     """Train L1 GistNet (`level=1`), or the L2+ net on top of the frozen L1 net in `l1_checkpoint`."""
     from megacontext import data
     from megacontext.base import BaseModel
 
     train_cfg, task_cfg, net_values = load_configs(config_file, overrides)
-    base = BaseModel.load(model)
+    base = BaseModel.load(model, device=device)
     texts = data.books("train")
     l1_net = None
     if level == 2:
@@ -64,6 +65,9 @@ def train_gistnet(config_file: str | None = None, progress: bool = True, model: 
             train_cfg = replace(train_cfg, out_dir="runs/gistnet-l2")
     else:
         net = GistNet(_overlay(GistNetConfig(dim=base.info.dim, target_norm=base.token_norm), net_values, "net"))
+    net.to(base.device)
+    if l1_net is not None:
+        l1_net.to(base.device)
     task = GistTask(base, net, encode_books(base, texts), task_cfg, train_cfg.batch_size, train_cfg.seed, l1_net)
     out = Path(train_cfg.out_dir)
     started = time.time()
@@ -72,7 +76,7 @@ def train_gistnet(config_file: str | None = None, progress: bool = True, model: 
     def export(step: int, metrics: dict) -> None:
         net.save(out / ("gistnet" if level == 1 else "gistnet-l2"), {
             "kind": "gistnet", "levels": "1" if level == 1 else "2+", "l1_checkpoint": l1_checkpoint, "base_model": base.info.name, "base_fingerprint": base.info.fingerprint,
-            "data": {"split": "train", "books": sorted(texts)}, "steps": step,
+            "data": {"split": "train", "books": sorted(texts)}, "steps": step, "device": str(base.device),
             "wall_seconds_this_run": round(time.time() - started, 1), "command": command,
             "train": asdict(train_cfg), "task": asdict(task_cfg), "last_metrics": metrics,
         })

@@ -34,6 +34,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 25
     out_dir: str = "runs/train"
+    # > 0: stop (with a checkpoint) after this many seconds of this run, and let the learning-rate
+    # schedule run on the larger of step and time progress, so a time-boxed run still ends decayed.
+    time_budget_s: float = 0.0
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -75,10 +78,10 @@ class _Dist:
             p.grad /= self.world
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainConfig, time_progress: float = 0.0) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    progress = max(time_progress, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -110,8 +113,15 @@ def train(task: Task, cfg: TrainConfig, *, on_checkpoint: Callable[[int, dict], 
     log = open(out / "log.jsonl", "a") if par.rank == 0 else None
     t0 = time.perf_counter()
     for step in bar:
+        elapsed = time.perf_counter() - t0
+        time_progress = elapsed / cfg.time_budget_s if cfg.time_budget_s > 0 else 0.0
+        if par.world > 1 and cfg.time_budget_s > 0:  # every rank must agree on the clock
+            shared = torch.tensor([time_progress])
+            dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+            time_progress = float(shared)
+        lr = lr_at(step, cfg, time_progress)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr
         opt.zero_grad(set_to_none=True)
         samples = range(par.rank * per_rank, (par.rank + 1) * per_rank)
         loss, metrics = task.loss(step, samples)
@@ -119,19 +129,22 @@ def train(task: Task, cfg: TrainConfig, *, on_checkpoint: Callable[[int, dict], 
         par.average_grads(params)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
         opt.step()
-        metrics = {"step": step + 1, "loss": float(loss), "lr": lr_at(step, cfg), "grad_norm": grad_norm,
+        metrics = {"step": step + 1, "loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm,
                    "seconds": time.perf_counter() - t0, **metrics}
         bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "dnll", "kl", "recovered")})
         if log:
             log.write(json.dumps(metrics) + "\n")
             log.flush()
-        if par.rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+        out_of_time = time_progress >= 1.0
+        if par.rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or out_of_time):
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": task.state_dict(), "optimizer": opt.state_dict(), "step": step + 1,
                         "config": asdict(cfg), **(extra_state or {})}, tmp)
             os.replace(tmp, ckpt)
             if on_checkpoint:
                 on_checkpoint(step + 1, metrics)
+        if out_of_time:
+            break
     if log:
         log.close()
     if par.world > 1:  # leave together: a rank exiting while another still talks to it aborts
