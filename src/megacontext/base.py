@@ -199,6 +199,11 @@ class BaseModel:
         assert excess >= 0, (rows, cache.get_seq_length())
         if excess:
             cache.crop(-excess)  # transformers 5.x: a negative count of rows to drop
+            # The rows kept are a fixed prefix; cut their slices loose from any graph built after them
+            # (a prefix cache reused across gradient steps would otherwise backprop into freed graphs).
+            for layer in getattr(cache, "layers", ()):
+                if getattr(layer, "keys", None) is not None and layer.keys.requires_grad:
+                    layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
 
 
 def main() -> None:  # `python -m megacontext.base` prepares the default model (used by make)

@@ -18,6 +18,13 @@ FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. T
 # even with the whole 1k-token history in view (0/6 vs 6/6 on the same trials).
 PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
                  "I will quiz you about the important information there.\n\n")
+# The same kind of preamble for the other retrieval tasks (measured with `full` at 1k tokens, 6 trials).
+MULTIKEY_INTRO = ("There are several pass keys hidden inside a lot of irrelevant text, one for each door. Find them "
+                  "and memorize them. I will quiz you about one of them.\n\n")
+UUID_INTRO = ("There are several key-value pairs hidden inside a lot of irrelevant text. Find them and memorize "
+              "them. I will quiz you about one of them.\n\n")
+VAR_INTRO = ("There are variable assignments hidden inside a lot of irrelevant text; some variables are set to "
+             "other variables. Find them and memorize them. I will quiz you about the value of one of them.\n\n")
 COLORS = ("red", "blue", "green", "yellow", "purple", "orange", "white", "black")
 VARIABLES = ("X", "Y", "Z", "W", "V", "U", "Q", "R")
 
@@ -71,6 +78,10 @@ def _shift(spans: list[tuple[int, int]], at: int, by: int) -> list[tuple[int, in
     return [(a + by, b + by) if a >= at else (a, b) for a, b in spans]
 
 
+def _with_intro(intro: str, history: str, spans: list[tuple[int, int]]) -> tuple[str, tuple[tuple[int, int], ...]]:
+    return intro + history, tuple((a + len(intro), b + len(intro)) for a, b in spans)
+
+
 def filler_source(n: int) -> str:
     return (FILLER * (n // len(FILLER) + 1))[:n]
 
@@ -100,30 +111,32 @@ def multikey(length: int, depth: float, seed: int, count: Counter, hay: Callable
     colors = rng.sample(COLORS, 5)
     keys = [str(rng.randint(10000, 99999)) for _ in colors]
     depths = [depth] + [rng.uniform(0.02, 0.98) for _ in colors[1:]]
-    history = _fit(hay, length, count)
+    history = _fit(hay, length - count(MULTIKEY_INTRO), count)
     spans: list[tuple[int, int]] = []
     for color, key, d in zip(colors, keys, depths):
         sentence = f"The pass key for the {color} door is {key}."
         history, span = _insert(history, d, sentence)
         spans = _shift(spans, span[0], len(sentence) + 1) + [span]
+    history, needles = _with_intro(MULTIKEY_INTRO, history, spans[:1])
     return Trial("multikey", length, depth, seed, history,
                  f"\n\nWhat is the pass key for the {colors[0]} door? The pass key for the {colors[0]} door is",
-                 keys[0], (spans[0],), meta={"distractors": keys[1:]})
+                 keys[0], needles, meta={"distractors": keys[1:]})
 
 
 def uuid_kv(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int], str] = filler_source) -> Trial:
     rng = random.Random(seed)
     pairs = [(str(uuid.UUID(int=rng.getrandbits(128))), str(uuid.UUID(int=rng.getrandbits(128)))) for _ in range(5)]
     depths = [depth] + [rng.uniform(0.02, 0.98) for _ in pairs[1:]]
-    history = _fit(hay, length, count)
+    history = _fit(hay, length - count(UUID_INTRO), count)
     spans: list[tuple[int, int]] = []
     for (k, v), d in zip(pairs, depths):
         sentence = f"The value for key {k} is {v}."
         history, span = _insert(history, d, sentence)
         spans = _shift(spans, span[0], len(sentence) + 1) + [span]
     k, v = pairs[0]
+    history, needles = _with_intro(UUID_INTRO, history, spans[:1])
     return Trial("uuid_kv", length, depth, seed, history, f"\n\nWhat is the value for key {k}? The value for key {k} is",
-                 v, (spans[0],))
+                 v, needles)
 
 
 def vartrack(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int], str] = filler_source) -> Trial:
@@ -131,7 +144,7 @@ def vartrack(length: int, depth: float, seed: int, count: Counter, hay: Callable
     rng = random.Random(seed)
     names = rng.sample(VARIABLES, 5)
     value = str(rng.randint(10000, 99999))
-    history = _fit(hay, length, count)
+    history = _fit(hay, length - count(VAR_INTRO), count)
     second = depth + (1 - depth) * rng.uniform(0.2, 0.8)
     statements = [(depth, f"VAR {names[0]} = {value}."), (second, f"VAR {names[1]} = VAR {names[0]}.")]
     statements += [(rng.uniform(0.02, 0.98), f"VAR {n} = {rng.randint(10000, 99999)}.") for n in names[2:]]
@@ -139,8 +152,9 @@ def vartrack(length: int, depth: float, seed: int, count: Counter, hay: Callable
     for d, sentence in statements:
         history, span = _insert(history, d, sentence)
         spans = _shift(spans, span[0], len(sentence) + 1) + [span]
+    history, needles = _with_intro(VAR_INTRO, history, spans[:2])
     return Trial("vartrack", length, depth, seed, history, f"\n\nWhat is the value of VAR {names[1]}? VAR {names[1]} =",
-                 value, tuple(spans[:2]))
+                 value, needles)
 
 
 def doc_nll(length: int, depth: float, seed: int, count: Counter, book: str = "") -> Trial:

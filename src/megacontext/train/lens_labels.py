@@ -1,0 +1,176 @@
+"""Counterfactual focus labels for LensNet (DESIGN §6).
+
+A *snapshot* is a working context over a stored history plus a target: the tokens that come next
+(the answer of a retrieval task, or the next H tokens of a book). For every legal move, applied
+alone, the frozen LM scores the target again:
+
+    gain[i] = NLL(target | wc) − NLL(target | wc with entry i expanded)         (gists only)
+    loss[i] = (NLL(target | wc with i's group collapsed) − NLL(target | wc)) / group size
+
+in mean nats per target token; NaN where the move is illegal (raw blocks can't expand, groups
+reaching into the protected window or with no parent can't collapse). Each counterfactual reuses
+the KV cache of the rows before the first row the move changes (the working context's own pass is
+computed once), so a move near the cursor costs only the rows after it.
+
+On-disk format (one folder per labelling run, resumable by file count):
+  `snap-000123.safetensors` with tensors
+     entries   [n, d] float16  entry vectors (gist; for a raw L0 block its L1 gist)
+     levels    [n]    int64    entry levels (0 = raw block)
+     distances [n]    float32  blocks between the entry's end and the cursor
+     query     [q]    int64    the newest raw token ids (the question side), q ≤ query_tokens
+     gain, loss [n]   float32  labels as above (NaN = illegal)
+  and `index.jsonl`, one line per snapshot: file, source, task, length, budget, n, nll, seconds,
+  gister id (labels are stale once GistNet changes: regenerate them).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from megacontext.tree import level_counts, span
+from megacontext.working import (Move, WorkingContext, apply_move, collapse_target, first_changed_row,
+                                 protected_start)
+
+
+@dataclass
+class Snapshot:
+    entries: np.ndarray  # [n, d]
+    levels: np.ndarray  # [n]
+    distances: np.ndarray  # [n]
+    query: np.ndarray  # [q] token ids
+    gain: np.ndarray  # [n]
+    loss: np.ndarray  # [n]
+    meta: dict = field(default_factory=dict)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"entries": torch.from_numpy(self.entries.astype(np.float16)),
+                "levels": torch.from_numpy(self.levels.astype(np.int64)),
+                "distances": torch.from_numpy(self.distances.astype(np.float32)),
+                "query": torch.from_numpy(self.query.astype(np.int64)),
+                "gain": torch.from_numpy(self.gain.astype(np.float32)),
+                "loss": torch.from_numpy(self.loss.astype(np.float32))}
+
+    @classmethod
+    def load(cls, path: str | Path, meta: dict | None = None) -> "Snapshot":
+        from safetensors.torch import load_file
+
+        t = load_file(str(path))
+        return cls(t["entries"].float().numpy(), t["levels"].numpy(), t["distances"].numpy(), t["query"].numpy(),
+                   t["gain"].numpy(), t["loss"].numpy(), meta or {})
+
+
+def features(store, wc: WorkingContext, query_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """LensNet inputs for `wc`: entry vectors `[n, d]`, levels, distances (blocks to the cursor) and
+    the newest `query_tokens` raw token ids."""
+    k = wc.block_size
+    vecs = []
+    for e in wc.entries:
+        level = max(e.level, 1)  # a raw block is seen through its L1 gist (same index)
+        vecs.append(store.read_gists(level, e.index, e.index + 1)[0])
+    entries = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, store.read_gists(1, 0, 1).shape[1]))
+    levels = np.array([e.level for e in wc.entries], dtype=np.int64)
+    distances = np.array([(wc.num_tokens - span(e, k)[1]) / k for e in wc.entries], dtype=np.float32)
+    query = store.read_tokens(max(0, wc.num_tokens - query_tokens), wc.num_tokens).astype(np.int64)
+    return entries, levels, distances, query
+
+
+def legal_moves(wc: WorkingContext, protected_tokens: int) -> tuple[dict[int, Move], dict[int, tuple[Move, range]]]:
+    """{entry: expand move} and {first entry of group: (collapse move, the group's entries)}."""
+    k = wc.block_size
+    counts = level_counts(wc.num_tokens, k)
+    guard = protected_start(wc.num_tokens, protected_tokens, k)
+    expands = {i: Move("expand", e) for i, e in enumerate(wc.entries) if e.level > 0}
+    collapses = {}
+    for i in range(len(wc.entries)):
+        target = collapse_target(wc, i, counts)
+        if target is not None and span(target[0], k)[1] <= guard:
+            collapses[i] = (Move("collapse", target[0]), range(i, i + target[1]))
+    return expands, collapses
+
+
+@torch.no_grad()
+def label(mc, wc: WorkingContext, target_ids: list[int], protected_tokens: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Counterfactual (gain, loss) per entry of `wc` for the `target_ids` that follow the history."""
+    base = mc.base
+    target = torch.tensor(target_ids, dtype=torch.long)
+    t = len(target_ids)
+    target_rows = base.embed(target).float()
+
+    def nll(logits: torch.Tensor) -> float:
+        return float(F.cross_entropy(logits[0, :t].float(), target.to(logits.device)))
+
+    cache = base.new_cache()
+    rows = torch.cat([mc._rows(wc), target_rows])
+    before = nll(base.forward(rows[None], mc._positions(wc, extra=t)[None], cache, logits_to_keep=t + 1))
+    n = len(wc.entries)
+    gain = np.full(n, np.nan, dtype=np.float32)
+    loss = np.full(n, np.nan, dtype=np.float32)
+    expands, collapses = legal_moves(wc, protected_tokens)
+
+    def counterfactual(move: Move) -> float:
+        new = apply_move(wc, move)
+        first = first_changed_row(wc, new)
+        base.crop_cache(cache, first)  # the rows before the change are shared with `wc`
+        rows = torch.cat([mc._rows(new, first), target_rows])
+        return nll(base.forward(rows[None], mc._positions(new, first, extra=t)[None], cache, logits_to_keep=t + 1))
+
+    # Moves in descending row order: each crop keeps as much of the shared prefix as possible.
+    offsets = wc.row_offsets()
+    jobs = [(offsets[i], "expand", i, m) for i, m in expands.items()]
+    jobs += [(offsets[i], "collapse", i, m) for i, (m, _) in collapses.items()]
+    for _, kind, i, move in sorted(jobs, key=lambda j: -j[0]):
+        value = counterfactual(move)
+        if kind == "expand":
+            gain[i] = before - value
+        else:
+            group = collapses[i][1]
+            loss[list(group)] = (value - before) / len(group)
+    return gain, loss, before
+
+
+def snapshot(mc, wc: WorkingContext, target_ids: list[int], query_tokens: int, protected_tokens: int,
+             meta: dict | None = None) -> Snapshot:
+    t0 = time.perf_counter()
+    entries, levels, distances, query = features(mc.store, wc, query_tokens)
+    gain, loss, before = label(mc, wc, target_ids, protected_tokens)
+    meta = {**(meta or {}), "n": len(wc.entries), "nll": before, "seconds": round(time.perf_counter() - t0, 3),
+            "gister": getattr(mc.gister, "id", type(mc.gister).__name__)}
+    return Snapshot(entries, levels, distances, query, gain, loss, meta)
+
+
+def save(snap: Snapshot, folder: str | Path, number: int) -> Path:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"snap-{number:06d}.safetensors"
+    tmp = path.with_suffix(".tmp")
+    save_file(snap.tensors(), str(tmp))
+    tmp.replace(path)  # index line only after the file is whole: a crash leaves no half snapshot
+    with open(folder / "index.jsonl", "a") as f:
+        f.write(json.dumps({"file": path.name, **snap.meta}) + "\n")
+    return path
+
+
+def load_index(folder: str | Path) -> list[dict]:
+    """Index lines whose snapshot file exists (a crash between file and index line drops the file)."""
+    folder = Path(folder)
+    index = folder / "index.jsonl"
+    if not index.exists():
+        return []
+    rows = []
+    for line in index.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a torn last line
+        if (folder / row["file"]).exists():
+            rows.append(row)
+    return rows
