@@ -86,3 +86,31 @@ def test_lensnet_shapes_and_entry_permutation_equivariance(tmp_path):
     again, card = LensNet.load(path)
     torch.testing.assert_close(again(e, lv, d, q), out)
     assert card["kind"] == "lensnet" and len(card["sha256"]) == 64
+
+
+def test_label_train_and_focus_end_to_end(tmp_path, tiny_model_dir, tiny_base):
+    """Snapshots (resumable) → LensNet fits its labels through the shared loop → the policy drives the
+    runtime within budget."""
+    import json
+
+    from megacontext.focus import LensNetFocus
+    from megacontext.train.lensnet import LabelConfig, make_snapshots, train_lensnet
+
+    labels = tmp_path / "labels"
+    cfg = LabelConfig(snapshots=2, budget=160, lengths=(400,), horizon=8, query_tokens=16, book_share=0.5)
+    make_snapshots(labels, cfg, model=str(tiny_model_dir), progress=False, book_text=TEXT * 20)
+    make_snapshots(labels, replace(cfg, snapshots=3), model=str(tiny_model_dir), progress=False, book_text=TEXT * 20)
+    rows = lens_labels.load_index(labels)
+    assert [r["file"] for r in rows] == [f"snap-00000{i}.safetensors" for i in range(3)]
+    assert {r["source"] for r in rows} <= {"book", "task"}
+    out = tmp_path / "run"
+    path = train_lensnet(str(labels), out_dir=str(out), steps=60, batch_size=3, lr=3e-3, model=str(tiny_model_dir),
+                         progress=False)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    first, last = np.mean([r["reg"] for r in log[:5]]), np.mean([r["reg"] for r in log[-5:]])
+    assert last < 0.5 * first, (first, last)
+    with _mc(tmp_path, tiny_base) as mc:
+        mc.append(TEXT * 3)
+        mc.policy = LensNetFocus(tiny_base, checkpoint=str(path))
+        answer = mc.generate(" a good", max_new_tokens=6, budget=120)
+        assert answer.rows_used <= 120

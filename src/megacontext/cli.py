@@ -143,6 +143,25 @@ def cmd_train(args: argparse.Namespace) -> None:
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=args.out,
                              time_budget_s=args.time_budget)
         print(f"GistNet checkpoint: {path} (+ its JSON card)")
+    else:
+        from megacontext.train.lensnet import train_lensnet
+
+        if not args.labels:
+            raise ValueError("train lensnet needs --labels DIR (made by `megacontext label focus --out DIR`)")
+        path = train_lensnet(args.labels, out_dir=args.out or "runs/lensnet", steps=args.steps or 2000,
+                             batch_size=args.batch_size or 8, lr=args.lr or 1e-3, seed=args.seed or 0,
+                             model=args.model, device=args.device, time_budget_s=args.time_budget or 0.0,
+                             progress=not args.quiet)
+        print(f"LensNet checkpoint: {path} (+ its JSON card)")
+
+
+def cmd_label(args: argparse.Namespace) -> None:
+    from megacontext.train.lensnet import LabelConfig, make_snapshots
+
+    lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else LabelConfig.lengths
+    cfg = LabelConfig(snapshots=args.snapshots, budget=args.budget, lengths=lengths, seed=args.seed)
+    out = make_snapshots(args.out, cfg, model=args.model, progress=not args.quiet)
+    print(f"labelled snapshots in {out} (index.jsonl; rerun to resume or to add more)")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -250,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="Train a network (GistNet) through the shared loop; resumes a run folder.",
                        description="Train a network (GistNet) through the shared loop; resumes a run folder.")
-    p.add_argument("net", choices=["gistnet"])
+    p.add_argument("net", choices=["gistnet", "lensnet"])
+    p.add_argument("--labels", metavar="DIR", help="lensnet: folder of labelled snapshots (megacontext label focus)")
     p.add_argument("--config", metavar="FILE", help='JSON: {"train": {...}, "task": {...}, "net": {...}}')
     p.add_argument("--level", type=int, choices=[1, 2], default=1,
                    help="1: L1 gists from tokens; 2: L2+ gists on top of the frozen L1 net given by --l1")
@@ -266,6 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="PATH", help="base model folder (default: the packaged SmolLM2)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("label", help="Counterfactual focus labels for LensNet (resumable).",
+                       description="Counterfactual focus labels for LensNet: snapshots of working contexts over "
+                                   "task and book histories, each legal move scored by the frozen LM (resumable).")
+    p.add_argument("what", choices=["focus"])
+    p.add_argument("--out", default="data/lens_labels", metavar="DIR", help="default data/lens_labels (git-ignored)")
+    p.add_argument("--snapshots", type=int, default=200, help="total snapshots wanted (default 200)")
+    p.add_argument("--budget", type=int, default=1024)
+    p.add_argument("--lengths", metavar="N,N", help="history lengths in tokens (default 2000,4000,8000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", metavar="PATH")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("eval", help="Measure a component on held-out books (gist: ΔNLL of gists vs raw tokens).",
                        description="Measure a component on held-out books (gist: ΔNLL of gists vs raw tokens).")

@@ -102,3 +102,40 @@ class OracleFocus:
             hit = any(a < end and b > start for a, b in self.targets)
             out.append(EntryScore(10.0 + base.gain, 10.0 + base.loss) if hit else base)
         return out
+
+
+@register("lensnet")
+class LensNetFocus:
+    """The learned policy (DESIGN §6): LensNet's predicted gain/loss per entry, in nats per token.
+
+    Needs the base model (the question side is read as token embeddings) and a trained checkpoint:
+    the packaged one for the default model unless `checkpoint` names another."""
+
+    name = "lensnet"
+
+    def __init__(self, base=None, checkpoint: str | None = None) -> None:
+        from megacontext.nets.lensnet import LensNet, packaged_checkpoint
+
+        if base is None:
+            raise ValueError("the lensnet focus policy needs the base model")
+        path = checkpoint or packaged_checkpoint(base.info.name)
+        if path is None:
+            raise ValueError(f"no trained LensNet for {base.info.name}: train one (`megacontext train lensnet`) "
+                             "or choose another focus policy (recency)")
+        self.net, self.card = LensNet.load(path)
+        self.base = base
+        self.scale = float(self.card.get("label_scale", 10.0))
+
+    def score(self, inp: FocusInput) -> list[EntryScore]:
+        import torch
+
+        from megacontext.train.lens_labels import features
+
+        entries, levels, distances, query = features(inp.store, inp.wc, self.net.config.query_tokens)
+        if inp.query_ids:
+            query = list(inp.query_ids)[-self.net.config.query_tokens:]
+        with torch.no_grad():
+            q = self.base.embed(torch.as_tensor(query, dtype=torch.long)).float()[None]
+            out = self.net(torch.from_numpy(entries)[None], torch.from_numpy(levels)[None],
+                           torch.from_numpy(distances)[None], q)[0] / self.scale
+        return [EntryScore(float(g), float(l)) for g, l in out.tolist()]

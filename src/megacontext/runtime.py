@@ -90,7 +90,7 @@ class MegaContext:
         self.base = base
         self.config = config
         self.gister = gister or make_gister(config.gister or default_gister(base), base)
-        self.policy = make_policy(config.focus)
+        self.policy = make_policy(config.focus, **({"base": base} if config.focus == "lensnet" else {}))
         self.k = store.block_size
         self.current: WorkingContext | None = None  # the working context the LM sees right now (viewers read it)
         state = store.read_json(FOCUS_STATE) or {}

@@ -36,6 +36,15 @@ class LensNetConfig:
             raise ValueError(f"hidden {self.hidden} must be divisible by heads {self.heads}")
 
 
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def packaged_checkpoint(model_name: str) -> Path | None:
+    """The committed LensNet for a base model, if one was trained."""
+    path = CHECKPOINTS / f"lensnet-{model_name}.safetensors"
+    return path if path.exists() else None
+
+
 class _Block(nn.Module):
     def __init__(self, h: int, heads: int) -> None:
         super().__init__()

@@ -1,0 +1,188 @@
+"""LensNet: counterfactual snapshots (`megacontext label focus`) and training (`megacontext train lensnet`).
+
+Snapshots come from two sources, so focus learns relevance in general and not only needles:
+  - the synthetic retrieval tasks of the benchmark (history + question; target = the answer),
+  - plain held-out-free training book text (target = the next H tokens).
+Each history is stored with the default gister, focused by a recency cold start at budget W, then
+perturbed by a few seeded random moves (so labels cover many focus states), and labelled by
+`lens_labels.label`. Training: regression on the labels (smooth L1) + pairwise ranking within a
+snapshot (what a greedy allocator needs is order) over legal moves only.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from megacontext.base import BaseModel
+from megacontext.nets.lensnet import LensNet, LensNetConfig
+from megacontext.train import lens_labels
+
+RETRIEVAL_TASKS = ("passkey", "passkey_book", "multikey", "uuid_kv", "vartrack")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    snapshots: int = 200
+    budget: int = 1024
+    lengths: tuple[int, ...] = (2000, 4000, 8000)
+    book_share: float = 0.4  # fraction of snapshots from plain book text
+    horizon: int = 32  # target tokens for book snapshots
+    random_moves: int = 3  # perturbation rounds after the cold start
+    query_tokens: int = 64
+    seed: int = 0
+
+
+def make_snapshots(out: str | Path, cfg: LabelConfig = LabelConfig(), model: str | None = None,
+                   progress: bool = True, book_text: str | None = None) -> Path:
+    """Label `cfg.snapshots` snapshots into `out` (resumes: existing snapshots are kept).
+    `book_text` defaults to the training books (`make data`)."""
+    from tqdm import tqdm
+
+    from megacontext import allocator, data
+    from megacontext.config import MegaConfig
+    from megacontext.eval.tasks import make_trial
+    from megacontext.focus import FocusInput, RandomFocus
+    from megacontext.runtime import MegaContext
+    from megacontext.working import apply_plan
+
+    base = BaseModel.load(model)
+    count = lambda text: len(base.tokenize(text))  # noqa: E731
+    book_text = book_text or "\n\n".join(data.books("train").values())
+    done = len(lens_labels.load_index(out))
+    bar = tqdm(range(done, cfg.snapshots), initial=done, total=cfg.snapshots, desc="label focus",
+               unit="snap", disable=not progress)
+    mcfg = MegaConfig()
+    mcfg = replace(mcfg, working=replace(mcfg.working, budget=cfg.budget))
+    for i in bar:
+        rng = random.Random(f"{cfg.seed}-{i}")
+        length = rng.choice(cfg.lengths)
+        if rng.random() < cfg.book_share:
+            start = rng.randrange(0, max(1, len(book_text) - 8 * length))
+            ids = base.tokenize(book_text[start:start + 6 * length + 4000])[:length + cfg.horizon]
+            history_ids, target = ids[:length], ids[length:]
+            meta = {"source": "book", "task": "next_tokens"}
+        else:
+            task = rng.choice(RETRIEVAL_TASKS)
+            trial = make_trial(task, length, 0.05 + 0.9 * rng.random(), 10_000 + i, count, book_text)
+            history_ids = base.tokenize(trial.history + trial.prompt)
+            target = base.tokenize(" " + trial.answer)
+            meta = {"source": "task", "task": task, "depth": trial.depth}
+        with tempfile.TemporaryDirectory() as tmp, MegaContext.open(Path(tmp) / "s", base, mcfg, create=True) as mc:
+            mc.append_ids(history_ids)
+            wc = mc.working_context()
+            policy = RandomFocus(seed=rng.randrange(1 << 30))
+            for _ in range(rng.randint(0, cfg.random_moves)):
+                plan = allocator.plan(wc, policy.score(FocusInput(wc)), cfg.budget, config=mcfg.allocator,
+                                      protected_tokens=mc.protected)
+                wc = apply_plan(wc, plan)
+            snap = lens_labels.snapshot(mc, wc, target, cfg.query_tokens, mc.protected,
+                                        {**meta, "length": len(history_ids), "budget": cfg.budget, "seed": cfg.seed})
+        lens_labels.save(snap, out, i)
+        bar.set_postfix(n=snap.meta["n"], s=snap.meta["seconds"])
+    return Path(out)
+
+
+# --- training ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LensTaskConfig:
+    rank_weight: float = 1.0
+    label_scale: float = 10.0  # labels are small (nats/token); scale before the smooth L1
+
+
+class LensTask:
+    """Task protocol of the shared loop over a folder of labelled snapshots."""
+
+    def __init__(self, base: BaseModel, net: LensNet, folder: str | Path, cfg: LensTaskConfig, batch_size: int,
+                 seed: int = 0) -> None:
+        rows = lens_labels.load_index(folder)
+        if not rows:
+            raise ValueError(f"no labelled snapshots in {folder}: run `megacontext label focus --out {folder}` first")
+        self.snaps = [lens_labels.Snapshot.load(Path(folder) / r["file"], r) for r in rows]
+        self.base, self.net, self.cfg, self.batch_size, self.seed = base, net, cfg, batch_size, seed
+
+    def parameters(self):
+        return list(self.net.parameters())
+
+    def state_dict(self):
+        return self.net.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.net.load_state_dict(state)
+
+    def predict(self, snap: lens_labels.Snapshot) -> torch.Tensor:
+        dev = self.base.device
+        query = self.base.embed(torch.from_numpy(snap.query)).float()[None]
+        return self.net(torch.from_numpy(snap.entries).float().to(dev)[None],
+                        torch.from_numpy(snap.levels).to(dev)[None],
+                        torch.from_numpy(snap.distances).to(dev)[None], query)[0]
+
+    def loss(self, step: int, samples: range) -> tuple[torch.Tensor, dict[str, float]]:
+        rng = np.random.default_rng([self.seed, step])
+        picks = rng.integers(0, len(self.snaps), size=self.batch_size)[samples.start:samples.stop]
+        total, reg_sum, rank_sum = 0.0, 0.0, 0.0
+        for j in picks:
+            snap = self.snaps[int(j)]
+            pred = self.predict(snap)
+            reg, rank = snapshot_losses(pred, torch.from_numpy(snap.gain), torch.from_numpy(snap.loss),
+                                        self.cfg.label_scale)
+            total = total + reg + self.cfg.rank_weight * rank
+            reg_sum += float(reg.detach())
+            rank_sum += float(rank.detach())
+        n = len(picks)
+        return total / n, {"reg": reg_sum / n, "rank": rank_sum / n}
+
+
+def snapshot_losses(pred: torch.Tensor, gain: torch.Tensor, loss: torch.Tensor, scale: float,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth-L1 regression on legal labels + logistic pairwise ranking within each head."""
+    reg = pred.new_zeros(())
+    rank = pred.new_zeros(())
+    for head, labels in ((0, gain), (1, loss)):
+        labels = labels.to(pred.device)
+        legal = ~torch.isnan(labels)
+        if not legal.any():
+            continue
+        p, y = pred[legal, head], labels[legal] * scale
+        reg = reg + F.smooth_l1_loss(p, y)
+        if len(y) > 1:
+            diff_y = y[:, None] - y[None, :]
+            pairs = diff_y > 1e-3 * scale  # i should rank above j
+            if pairs.any():
+                rank = rank + F.softplus(-(p[:, None] - p[None, :])[pairs]).mean()
+    return reg, rank
+
+
+def train_lensnet(labels: str, out_dir: str = "runs/lensnet", steps: int = 2000, batch_size: int = 8,
+                  lr: float = 1e-3, seed: int = 0, model: str | None = None, device: str | None = None,
+                  time_budget_s: float = 0.0, progress: bool = True) -> Path:
+    import sys
+
+    from megacontext.train.loop import TrainConfig, train
+
+    base = BaseModel.load(model, device=device)
+    net = LensNet(LensNetConfig(dim=base.info.dim, target_norm=base.token_norm)).to(base.device)
+    task = LensTask(base, net, labels, LensTaskConfig(), batch_size, seed)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, out_dir=out_dir,
+                      time_budget_s=time_budget_s, checkpoint_every=100)
+    started = time.time()
+    command = "megacontext " + " ".join(sys.argv[1:]) if sys.argv and "megacontext" in sys.argv[0] else "train_lensnet()"
+    gisters = sorted({s.meta.get("gister", "?") for s in task.snaps})
+
+    def export(step: int, metrics: dict) -> None:
+        net.save(Path(out_dir) / "lensnet", {
+            "kind": "lensnet", "base_model": base.info.name, "base_fingerprint": base.info.fingerprint,
+            "labels": {"folder": str(labels), "snapshots": len(task.snaps), "gisters": gisters}, "steps": step,
+            "wall_seconds_this_run": round(time.time() - started, 1), "command": command,
+            "label_scale": task.cfg.label_scale, "train": asdict(cfg), "last_metrics": metrics,
+        })
+
+    train(task, cfg, on_checkpoint=export, progress=progress)
+    return Path(out_dir) / "lensnet.safetensors"
