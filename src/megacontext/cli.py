@@ -160,7 +160,7 @@ def cmd_label(args: argparse.Namespace) -> None:
 
     lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else LabelConfig.lengths
     cfg = LabelConfig(snapshots=args.snapshots, budget=args.budget, lengths=lengths, seed=args.seed)
-    out = make_snapshots(args.out, cfg, model=args.model, progress=not args.quiet)
+    out = make_snapshots(args.out, cfg, model=args.model, progress=not args.quiet, device=args.device)
     print(f"labelled snapshots in {out} (index.jsonl; rerun to resume or to add more)")
 
 
@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=1024)
     p.add_argument("--lengths", metavar="N,N", help="history lengths in tokens (default 2000,4000,8000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", metavar="DEV", help="cpu (default) or cuda")
     p.add_argument("--model", metavar="PATH")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_label)

@@ -124,6 +124,7 @@ class LensNetFocus:
                              "or choose another focus policy (recency)")
         self.net, self.card = LensNet.load(path)
         self.base = base
+        self.net.to(base.device)
         self.scale = float(self.card.get("label_scale", 10.0))
 
     def score(self, inp: FocusInput) -> list[EntryScore]:
@@ -136,6 +137,7 @@ class LensNetFocus:
             query = list(inp.query_ids)[-self.net.config.query_tokens:]
         with torch.no_grad():
             q = self.base.embed(torch.as_tensor(query, dtype=torch.long)).float()[None]
-            out = self.net(torch.from_numpy(entries)[None], torch.from_numpy(levels)[None],
-                           torch.from_numpy(distances)[None], q)[0] / self.scale
+            dev = self.base.device
+            out = self.net(torch.from_numpy(entries).to(dev)[None], torch.from_numpy(levels).to(dev)[None],
+                           torch.from_numpy(distances).to(dev)[None], q)[0] / self.scale
         return [EntryScore(float(g), float(l)) for g, l in out.tolist()]

@@ -46,7 +46,7 @@ def child_vectors(base: BaseModel, level: int, children: np.ndarray) -> torch.Te
     """What a gister reads: token embeddings `[n, K, d]` for level 1 (children are ids), else the child gists."""
     if level == 1:
         return base.embed(torch.from_numpy(children.astype(np.int64))).float()
-    return torch.from_numpy(np.asarray(children, dtype=np.float32))
+    return torch.from_numpy(np.asarray(children, dtype=np.float32)).to(base.device)
 
 
 @register("mean")
@@ -57,6 +57,8 @@ class MeanGister:
 
     def __init__(self, base: BaseModel) -> None:
         self.base = base
+        self.net.to(base.device)
+        self.upper.to(base.device)
         self.target_norm = base.token_norm
 
     def __call__(self, level: int, children: np.ndarray) -> np.ndarray:
@@ -65,7 +67,7 @@ class MeanGister:
             vectors = child_vectors(self.base, level, children)
             mean = vectors.mean(dim=1)
             mean = mean * (self.target_norm / mean.norm(dim=-1, keepdim=True).clamp_min(1e-6))
-        return mean.numpy()
+        return mean.cpu().numpy()
 
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
@@ -116,4 +118,4 @@ class GistNetGister:
     def __call__(self, level: int, children: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             net = self.net if level == 1 else self.upper
-            return net(child_vectors(self.base, level, children), level).numpy()
+            return net(child_vectors(self.base, level, children), level).cpu().numpy()

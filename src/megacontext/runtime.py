@@ -301,6 +301,7 @@ class MegaContext:
                     rows = self.base.embed(torch.from_numpy(ids))
                 else:
                     rows = torch.from_numpy(self.store.read_gists(e.level, e.index, entries[j].index + 1))
+                    rows = rows.to(self.base.device)
                 pieces.append(rows[max(0, start_row - first_row):].float())
             i = j + 1
         if wc.tail:
@@ -308,7 +309,7 @@ class MegaContext:
             ids = self.store.read_tokens(wc.num_tokens - wc.tail, wc.num_tokens)
             pieces.append(self.base.embed(torch.from_numpy(ids))[max(0, start_row - tail_row):].float())
         if not pieces:
-            return torch.zeros(0, self.base.info.dim)
+            return torch.zeros(0, self.base.info.dim, device=self.base.device)
         return torch.cat(pieces)
 
     def _positions(self, wc: WorkingContext, start_row: int = 0, extra: int = 0) -> torch.Tensor:

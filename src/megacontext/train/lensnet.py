@@ -41,7 +41,7 @@ class LabelConfig:
 
 
 def make_snapshots(out: str | Path, cfg: LabelConfig = LabelConfig(), model: str | None = None,
-                   progress: bool = True, book_text: str | None = None) -> Path:
+                   progress: bool = True, book_text: str | None = None, device: str | None = None) -> Path:
     """Label `cfg.snapshots` snapshots into `out` (resumes: existing snapshots are kept).
     `book_text` defaults to the training books (`make data`)."""
     from tqdm import tqdm
@@ -53,7 +53,7 @@ def make_snapshots(out: str | Path, cfg: LabelConfig = LabelConfig(), model: str
     from megacontext.runtime import MegaContext
     from megacontext.working import apply_plan
 
-    base = BaseModel.load(model)
+    base = BaseModel.load(model, device=device)
     count = lambda text: len(base.tokenize(text))  # noqa: E731
     book_text = book_text or "\n\n".join(data.books("train").values())
     done = len(lens_labels.load_index(out))
@@ -71,7 +71,7 @@ def make_snapshots(out: str | Path, cfg: LabelConfig = LabelConfig(), model: str
             meta = {"source": "book", "task": "next_tokens"}
         else:
             task = rng.choice(RETRIEVAL_TASKS)
-            trial = make_trial(task, length, 0.05 + 0.9 * rng.random(), 10_000 + i, count, book_text)
+            trial = make_trial(task, length, 0.05 + 0.9 * rng.random(), 10_000 * (cfg.seed + 1) + i, count, book_text)
             history_ids = base.tokenize(trial.history + trial.prompt)
             target = base.tokenize(" " + trial.answer)
             meta = {"source": "task", "task": task, "depth": trial.depth}
