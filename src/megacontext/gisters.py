@@ -57,8 +57,6 @@ class MeanGister:
 
     def __init__(self, base: BaseModel) -> None:
         self.base = base
-        self.net.to(base.device)
-        self.upper.to(base.device)
         self.target_norm = base.token_norm
 
     def __call__(self, level: int, children: np.ndarray) -> np.ndarray:
@@ -114,6 +112,8 @@ class GistNetGister:
         upper_id = card_sha256(upper) if self.upper is not self.net else ""
         self.id = f"gistnet-{card['sha256'][:12]}" + (f"+{upper_id[:12]}" if upper_id else "")
         self.base = base
+        self.net.to(base.device)
+        self.upper.to(base.device)
 
     def __call__(self, level: int, children: np.ndarray) -> np.ndarray:
         with torch.no_grad():
