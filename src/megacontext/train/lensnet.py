@@ -11,6 +11,7 @@ snapshot (what a greedy allocator needs is order) over legal moves only.
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 import time
@@ -101,11 +102,15 @@ class LensTask:
     """Task protocol of the shared loop over a folder of labelled snapshots."""
 
     def __init__(self, base: BaseModel, net: LensNet, folder: str | Path, cfg: LensTaskConfig, batch_size: int,
-                 seed: int = 0) -> None:
+                 seed: int = 0, holdout_every: int = 5) -> None:
         rows = lens_labels.load_index(folder)
         if not rows:
             raise ValueError(f"no labelled snapshots in {folder}: run `megacontext label focus --out {folder}` first")
-        self.snaps = [lens_labels.Snapshot.load(Path(folder) / r["file"], r) for r in rows]
+        snaps = [lens_labels.Snapshot.load(Path(folder) / r["file"], r) for r in rows]
+        # Every `holdout_every`-th snapshot is held out for validation (none when there are too few).
+        hold = holdout_every if holdout_every and len(snaps) >= 2 * holdout_every else 0
+        self.held_out = [s for i, s in enumerate(snaps) if hold and i % hold == 0]
+        self.snaps = [s for i, s in enumerate(snaps) if not (hold and i % hold == 0)]
         self.base, self.net, self.cfg, self.batch_size, self.seed = base, net, cfg, batch_size, seed
 
     def parameters(self):
@@ -138,6 +143,33 @@ class LensTask:
             rank_sum += float(rank.detach())
         n = len(picks)
         return total / n, {"reg": reg_sum / n, "rank": rank_sum / n}
+
+
+@torch.no_grad()
+def validate(task: LensTask, snaps: list[lens_labels.Snapshot], needle_gain: float = 0.5) -> dict:
+    """Held-out focus quality. `pair_acc`: share of legal expansion pairs (labels ≥ 0.01 nats apart)
+    that LensNet orders like the labels; `top1`: on snapshots where one expansion is worth ≥
+    `needle_gain` nats/token (a needle hidden in a gist), how often LensNet's best expansion is that
+    one — next to `recency` (newest gist first) for scale."""
+    agree = pairs = hits = recency_hits = needles = 0
+    for snap in snaps:
+        gain = snap.gain
+        legal = ~np.isnan(gain)
+        if legal.sum() < 2:
+            continue
+        pred = task.predict(snap)[:, 0].cpu().numpy()[legal]
+        y = gain[legal]
+        dy, dp = y[:, None] - y[None, :], pred[:, None] - pred[None, :]
+        mask = dy > 0.01
+        agree += int((dp[mask] > 0).sum())
+        pairs += int(mask.sum())
+        if y.max() >= needle_gain:
+            needles += 1
+            hits += int(np.argmax(pred) == np.argmax(y))
+            recency_hits += int(np.argmin(snap.distances[legal]) == np.argmax(y))
+    return {"snapshots": len(snaps), "pair_acc": agree / pairs if pairs else float("nan"), "pairs": pairs,
+            "needle_snapshots": needles, "top1": hits / needles if needles else float("nan"),
+            "recency_top1": recency_hits / needles if needles else float("nan")}
 
 
 def snapshot_losses(pred: torch.Tensor, gain: torch.Tensor, loss: torch.Tensor, scale: float,
@@ -179,10 +211,14 @@ def train_lensnet(labels: str, out_dir: str = "runs/lensnet", steps: int = 2000,
     def export(step: int, metrics: dict) -> None:
         net.save(Path(out_dir) / "lensnet", {
             "kind": "lensnet", "base_model": base.info.name, "base_fingerprint": base.info.fingerprint,
-            "labels": {"folder": str(labels), "snapshots": len(task.snaps), "gisters": gisters}, "steps": step,
+            "labels": {"folder": str(labels), "train_snapshots": len(task.snaps), "held_out": len(task.held_out), "gisters": gisters}, "steps": step,
             "wall_seconds_this_run": round(time.time() - started, 1), "command": command,
             "label_scale": task.cfg.label_scale, "train": asdict(cfg), "last_metrics": metrics,
         })
 
     train(task, cfg, on_checkpoint=export, progress=progress)
+    net.eval()
+    report = {"held_out": validate(task, task.held_out), "train": validate(task, task.snaps)}
+    export(cfg.steps, {"validation": report})
+    print(json.dumps(report, indent=1))
     return Path(out_dir) / "lensnet.safetensors"
