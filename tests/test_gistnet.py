@@ -149,3 +149,27 @@ def test_deleting_the_adjacent_block_matches_a_direct_computation(tiny_base):
         full = tiny_base.model(input_ids=ids).logits[:, 95:-1]
     nll = lambda logits: F.cross_entropy(logits.transpose(1, 2), ids[:, 96:], reduction="none").mean(1)  # noqa: E731
     torch.testing.assert_close(per, nll(short) - nll(full), rtol=1e-4, atol=1e-4)
+
+
+def test_time_budget_stops_with_a_checkpoint_and_a_decayed_rate(tmp_path, tiny_base):
+    from megacontext.train.loop import lr_at
+
+    cfg = TrainConfig(steps=10_000, batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=1000,
+                      out_dir=str(tmp_path / "t"), time_budget_s=1.0)
+    train(make_task(tiny_base, tiny_net(tiny_base), 2), cfg, progress=False)
+    lines = (tmp_path / "t" / "log.jsonl").read_text().splitlines()
+    assert 1 <= len(lines) < 10_000
+    assert torch.load(tmp_path / "t" / "checkpoint.pt", weights_only=False)["step"] == len(lines)
+    assert lr_at(5, cfg, time_progress=1.0) == pytest.approx(0.1 * cfg.lr)  # the floor, reached by the deadline
+    assert lr_at(5, cfg, time_progress=0.0) > 0.99 * cfg.lr
+
+
+def test_history_mode_gists_the_oldest_blocks_without_a_prefix(tiny_base):
+    books = [np.random.default_rng(0).integers(0, 200, size=6000).astype(np.int32)]
+    cfg = GistTaskConfig(modes=("history",), history_blocks=6, history_gists=(2, 5, 9))
+    task = GistTask(tiny_base, tiny_net(tiny_base), books, cfg, batch_size=2, seed=0)
+    plans = [task.plan(step) for step in range(20)]
+    assert all(p.mode == "history" and p.prefix == 0 and p.blocks == 6 for p in plans)
+    assert {len(p.replaced) for p in plans} <= {2, 5} and all(p.replaced == tuple(range(len(p.replaced))) for p in plans)
+    loss, metrics = task.loss(30, range(2))
+    assert metrics["mode_history"] == 1.0 and torch.isfinite(loss)
