@@ -78,7 +78,7 @@ def test_lensnet_shapes_and_entry_permutation_equivariance(tmp_path):
     assert 10_000 < sum(p.numel() for p in net.parameters()) < 2_000_000
     e, lv, d, q = torch.randn(1, 7, 32), torch.randint(0, 3, (1, 7)), torch.rand(1, 7) * 50, torch.randn(1, 12, 32)
     out = net(e, lv, d, q)
-    assert out.shape == (1, 7, 2)
+    assert out.shape == (1, 7, 3)  # gain, loss, relevance logit
     perm = torch.randperm(7)  # non-causal: no order among entries except through their features
     torch.testing.assert_close(net(e[:, perm], lv[:, perm], d[:, perm], q), out[:, perm], rtol=1e-4, atol=1e-5)
     path = tmp_path / "lens"
@@ -114,3 +114,32 @@ def test_label_train_and_focus_end_to_end(tmp_path, tiny_model_dir, tiny_base):
         mc.policy = LensNetFocus(tiny_base, checkpoint=str(path))
         answer = mc.generate(" a good", max_new_tokens=6, budget=120)
         assert answer.rows_used <= 120
+
+
+def test_relevance_marks_exactly_the_entries_over_a_needle():
+    from megacontext.tree import Node
+    from megacontext.working import WorkingContext
+
+    wc = WorkingContext(8, 200, (Node(2, 0), Node(1, 8), Node(1, 9), Node(0, 10), Node(0, 11), Node(0, 12),
+                                 Node(0, 13), Node(0, 14), Node(0, 15), Node(0, 16), Node(0, 17), Node(0, 18),
+                                 Node(0, 19), Node(0, 20), Node(0, 21), Node(0, 22), Node(0, 23), Node(0, 24)))
+    rel = lens_labels.relevance(wc, [(30, 34), (81, 82)])  # inside the L2 gist [0, 64), and block 10 [80, 88)
+    assert rel.tolist() == [1.0, 0.0, 0.0, 1.0] + [0.0] * 14
+    assert np.isnan(lens_labels.relevance(wc, [])).all()
+
+
+def test_relevance_only_snapshots_train_the_relevance_head(tmp_path, tiny_model_dir):
+    import json
+
+    from megacontext.train.lensnet import LabelConfig, make_snapshots, train_lensnet
+
+    labels = tmp_path / "labels"
+    cfg = LabelConfig(snapshots=4, budget=160, lengths=(600,), query_tokens=16, book_share=0.0, counterfactual=False)
+    make_snapshots(labels, cfg, model=str(tiny_model_dir), progress=False, book_text=TEXT * 20)
+    snaps = [lens_labels.Snapshot.load(labels / r["file"]) for r in lens_labels.load_index(labels)]
+    assert all(np.isnan(s.gain).all() and s.relevant is not None and (s.relevant == 1).any() for s in snaps)
+    out = tmp_path / "run"
+    train_lensnet(str(labels), out_dir=str(out), steps=40, batch_size=4, lr=3e-3, model=str(tiny_model_dir),
+                  progress=False)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert np.mean([r["relevance"] for r in log[-5:]]) < np.mean([r["relevance"] for r in log[:5]])

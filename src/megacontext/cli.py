@@ -159,7 +159,8 @@ def cmd_label(args: argparse.Namespace) -> None:
     from megacontext.train.lensnet import LabelConfig, make_snapshots
 
     lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else LabelConfig.lengths
-    cfg = LabelConfig(snapshots=args.snapshots, budget=args.budget, lengths=lengths, seed=args.seed)
+    cfg = LabelConfig(snapshots=args.snapshots, budget=args.budget, lengths=lengths, seed=args.seed,
+                      counterfactual=not args.relevance_only, book_share=0.0 if args.relevance_only else 0.4)
     out = make_snapshots(args.out, cfg, model=args.model, progress=not args.quiet, device=args.device)
     print(f"labelled snapshots in {out} (index.jsonl; rerun to resume or to add more)")
 
@@ -296,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=1024)
     p.add_argument("--lengths", metavar="N,N", help="history lengths in tokens (default 2000,4000,8000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--relevance-only", action="store_true",
+                   help="task snapshots labelled only by which entries cover the needle (no LM pass; fast on a CPU)")
     p.add_argument("--device", metavar="DEV", help="cpu (default) or cuda")
     p.add_argument("--model", metavar="PATH")
     p.add_argument("--quiet", action="store_true")

@@ -140,4 +140,7 @@ class LensNetFocus:
             dev = self.base.device
             out = self.net(torch.from_numpy(entries).to(dev)[None], torch.from_numpy(levels).to(dev)[None],
                            torch.from_numpy(distances).to(dev)[None], q)[0] / self.scale
-        return [EntryScore(float(g), float(l)) for g, l in out.tolist()]
+        # Relevance (probability that the entry covers what the question asks for) lifts both scores:
+        # relevant gists are opened first and relevant entries are the last to be collapsed.
+        rel = torch.sigmoid(out[:, 2] * self.scale).tolist()
+        return [EntryScore(float(g) + r, float(l) + r) for (g, l, _), r in zip(out.tolist(), rel)]

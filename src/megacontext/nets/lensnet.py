@@ -3,10 +3,12 @@
 Inputs, per entry: one vector (a gist's own vector; for a raw L0 block its L1 gist), its level and
 its distance to the cursor in blocks; and the query side: the embeddings of the newest raw tokens
 (they hold the current question). Non-causal: entries attend to each other, entries ↔ query side
-cross-attend both ways, then two per-entry heads with the allocator's sign convention:
+cross-attend both ways, then per-entry heads with the allocator's sign convention:
 
     gain = predicted NLL decrease (nats/token of the upcoming tokens) if this entry is expanded,
-    loss = predicted NLL increase if this entry's group is collapsed (split evenly over the group).
+    loss = predicted NLL increase if this entry's group is collapsed (split evenly over the group),
+    relevance = logit that the entry covers what the question asks for (at any level: this is what
+                lets focus descend L3 → L2 → L1 → L0 towards a needle that no single expansion reveals).
 """
 
 from __future__ import annotations
@@ -79,12 +81,12 @@ class LensNet(nn.Module):
         nn.init.normal_(self.query_pos, std=0.02)
         self.blocks = nn.ModuleList(_Block(h, config.heads) for _ in range(config.layers))
         self.norm = nn.LayerNorm(h)
-        self.head = nn.Linear(h, 2)  # [gain, loss]
+        self.head = nn.Linear(h, 3)  # [gain, loss, relevance logit]
 
     def forward(self, entries: torch.Tensor, levels: torch.Tensor, distances: torch.Tensor,
                 query: torch.Tensor) -> torch.Tensor:
         """entries `[b, n, d]`, levels `[b, n]`, distances `[b, n]` (blocks to the cursor), query `[b, q, d]`
-        (q ≤ query_tokens, newest last) → `[b, n, 2]` = (gain, loss) per entry."""
+        (q ≤ query_tokens, newest last) → `[b, n, 3]` = (gain, loss, relevance logit) per entry."""
         scale = 1.0 / self.config.target_norm
         e = self.entry_in(entries * scale) + self.level(levels.clamp(max=self.config.max_level))
         e = e + self.distance(torch.log1p(distances.float().clamp_min(0))[..., None] / math.log(1 + 4096))

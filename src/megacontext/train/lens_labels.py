@@ -19,6 +19,8 @@ On-disk format (one folder per labelling run, resumable by file count):
      distances [n]    float32  blocks between the entry's end and the cursor
      query     [q]    int64    the newest raw token ids (the question side), q ≤ query_tokens
      gain, loss [n]   float32  labels as above (NaN = illegal)
+     relevant  [n]    float32  1 if the entry covers part of a needle the target needs, 0 if not,
+                               NaN where unknown (book snapshots); cheap: no LM pass
   and `index.jsonl`, one line per snapshot: file, source, task, length, budget, n, nll, seconds,
   gister id (labels are stale once GistNet changes: regenerate them).
 """
@@ -48,6 +50,7 @@ class Snapshot:
     gain: np.ndarray  # [n]
     loss: np.ndarray  # [n]
     meta: dict = field(default_factory=dict)
+    relevant: np.ndarray | None = None  # [n]; None = unknown everywhere
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"entries": torch.from_numpy(self.entries.astype(np.float16)),
@@ -55,7 +58,9 @@ class Snapshot:
                 "distances": torch.from_numpy(self.distances.astype(np.float32)),
                 "query": torch.from_numpy(self.query.astype(np.int64)),
                 "gain": torch.from_numpy(self.gain.astype(np.float32)),
-                "loss": torch.from_numpy(self.loss.astype(np.float32))}
+                "loss": torch.from_numpy(self.loss.astype(np.float32)),
+                "relevant": torch.from_numpy((self.relevant if self.relevant is not None
+                                              else np.full(len(self.levels), np.nan)).astype(np.float32))}
 
     @classmethod
     def load(cls, path: str | Path, meta: dict | None = None) -> "Snapshot":
@@ -63,7 +68,8 @@ class Snapshot:
 
         t = load_file(str(path))
         return cls(t["entries"].float().numpy(), t["levels"].numpy(), t["distances"].numpy(), t["query"].numpy(),
-                   t["gain"].numpy(), t["loss"].numpy(), meta or {})
+                   t["gain"].numpy(), t["loss"].numpy(), meta or {},
+                   t["relevant"].numpy() if "relevant" in t else None)
 
 
 def features(store, wc: WorkingContext, query_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -135,14 +141,28 @@ def label(mc, wc: WorkingContext, target_ids: list[int], protected_tokens: int) 
     return gain, loss, before
 
 
+def relevance(wc: WorkingContext, needles: list[tuple[int, int]]) -> np.ndarray:
+    """1 where an entry's token span overlaps a needle's token span, else 0 (NaN for all if no needles)."""
+    if not needles:
+        return np.full(len(wc.entries), np.nan, dtype=np.float32)
+    k = wc.block_size
+    return np.array([float(any(a < span(e, k)[1] and b > span(e, k)[0] for a, b in needles)) for e in wc.entries],
+                    dtype=np.float32)
+
+
 def snapshot(mc, wc: WorkingContext, target_ids: list[int], query_tokens: int, protected_tokens: int,
-             meta: dict | None = None) -> Snapshot:
+             meta: dict | None = None, needles: list[tuple[int, int]] = (), counterfactual: bool = True) -> Snapshot:
+    """Features + labels of one snapshot; `counterfactual=False` gives relevance labels only (no LM)."""
     t0 = time.perf_counter()
     entries, levels, distances, query = features(mc.store, wc, query_tokens)
-    gain, loss, before = label(mc, wc, target_ids, protected_tokens)
-    meta = {**(meta or {}), "n": len(wc.entries), "nll": before, "seconds": round(time.perf_counter() - t0, 3),
-            "gister": getattr(mc.gister, "id", type(mc.gister).__name__)}
-    return Snapshot(entries, levels, distances, query, gain, loss, meta)
+    n = len(wc.entries)
+    if counterfactual:
+        gain, loss, before = label(mc, wc, target_ids, protected_tokens)
+    else:
+        gain, loss, before = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32), float("nan")
+    meta = {**(meta or {}), "n": n, "nll": before, "seconds": round(time.perf_counter() - t0, 3),
+            "gister": getattr(mc.gister, "id", type(mc.gister).__name__), "counterfactual": counterfactual}
+    return Snapshot(entries, levels, distances, query, gain, loss, meta, relevance(wc, list(needles)))
 
 
 def save(snap: Snapshot, folder: str | Path, number: int) -> Path:

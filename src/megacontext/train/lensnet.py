@@ -39,6 +39,7 @@ class LabelConfig:
     random_moves: int = 3  # perturbation rounds after the cold start
     query_tokens: int = 64
     seed: int = 0
+    counterfactual: bool = True  # False: relevance labels only (needle spans; no LM pass, ~100× cheaper)
 
 
 def make_snapshots(out: str | Path, cfg: LabelConfig = LabelConfig(), model: str | None = None,
@@ -70,12 +71,15 @@ def make_snapshots(out: str | Path, cfg: LabelConfig = LabelConfig(), model: str
             ids = base.tokenize(book_text[start:start + 6 * length + 4000])[:length + cfg.horizon]
             history_ids, target = ids[:length], ids[length:]
             meta = {"source": "book", "task": "next_tokens"}
+            needles = []
         else:
             task = rng.choice(RETRIEVAL_TASKS)
             trial = make_trial(task, length, 0.05 + 0.9 * rng.random(), 10_000 * (cfg.seed + 1) + i, count, book_text)
             history_ids = base.tokenize(trial.history + trial.prompt)
             target = base.tokenize(" " + trial.answer)
             meta = {"source": "task", "task": task, "depth": trial.depth}
+            needles = [(len(base.tokenize(trial.history[:a])), len(base.tokenize(trial.history[:b])))
+                       for a, b in trial.needles]
         with tempfile.TemporaryDirectory() as tmp, MegaContext.open(Path(tmp) / "s", base, mcfg, create=True) as mc:
             mc.append_ids(history_ids)
             wc = mc.working_context()
@@ -85,7 +89,8 @@ def make_snapshots(out: str | Path, cfg: LabelConfig = LabelConfig(), model: str
                                       protected_tokens=mc.protected)
                 wc = apply_plan(wc, plan)
             snap = lens_labels.snapshot(mc, wc, target, cfg.query_tokens, mc.protected,
-                                        {**meta, "length": len(history_ids), "budget": cfg.budget, "seed": cfg.seed})
+                                        {**meta, "length": len(history_ids), "budget": cfg.budget, "seed": cfg.seed},
+                                        needles=needles, counterfactual=cfg.counterfactual)
         lens_labels.save(snap, out, i)
         bar.set_postfix(n=snap.meta["n"], s=snap.meta["seconds"])
     return Path(out)
@@ -95,6 +100,7 @@ def make_snapshots(out: str | Path, cfg: LabelConfig = LabelConfig(), model: str
 @dataclass(frozen=True)
 class LensTaskConfig:
     rank_weight: float = 1.0
+    relevance_weight: float = 1.0
     label_scale: float = 10.0  # labels are small (nats/token); scale before the smooth L1
 
 
@@ -132,32 +138,44 @@ class LensTask:
     def loss(self, step: int, samples: range) -> tuple[torch.Tensor, dict[str, float]]:
         rng = np.random.default_rng([self.seed, step])
         picks = rng.integers(0, len(self.snaps), size=self.batch_size)[samples.start:samples.stop]
-        total, reg_sum, rank_sum = 0.0, 0.0, 0.0
+        total, reg_sum, rank_sum, rel_sum = 0.0, 0.0, 0.0, 0.0
         for j in picks:
             snap = self.snaps[int(j)]
             pred = self.predict(snap)
             reg, rank = snapshot_losses(pred, torch.from_numpy(snap.gain), torch.from_numpy(snap.loss),
                                         self.cfg.label_scale)
-            total = total + reg + self.cfg.rank_weight * rank
+            rel = relevance_loss(pred, snap.relevant)
+            total = total + reg + self.cfg.rank_weight * rank + self.cfg.relevance_weight * rel
             reg_sum += float(reg.detach())
             rank_sum += float(rank.detach())
+            rel_sum += float(rel.detach())
         n = len(picks)
-        return total / n, {"reg": reg_sum / n, "rank": rank_sum / n}
+        return total / n, {"reg": reg_sum / n, "rank": rank_sum / n, "relevance": rel_sum / n}
 
 
 @torch.no_grad()
 def validate(task: LensTask, snaps: list[lens_labels.Snapshot], needle_gain: float = 0.5) -> dict:
-    """Held-out focus quality. `pair_acc`: share of legal expansion pairs (labels ≥ 0.01 nats apart)
+    """Held-out focus quality. `relevance_top1`: on task snapshots with the needle inside a gist, how
+    often the gist LensNet finds most relevant covers it (next to `recency`: the newest gist). `pair_acc`: share of legal expansion pairs (labels ≥ 0.01 nats apart)
     that LensNet orders like the labels; `top1`: on snapshots where one expansion is worth ≥
     `needle_gain` nats/token (a needle hidden in a gist), how often LensNet's best expansion is that
     one — next to `recency` (newest gist first) for scale."""
     agree = pairs = hits = recency_hits = needles = 0
+    rel_hits = rel_recency = rel_cases = 0
     for snap in snaps:
+        out = task.predict(snap).cpu().numpy()
+        if snap.relevant is not None and not np.isnan(snap.relevant).all():
+            gists = snap.levels > 0  # where focus has to choose which gist to open
+            if (snap.relevant[gists] > 0.5).any():
+                rel_cases += 1
+                idx = np.flatnonzero(gists)
+                rel_hits += int(snap.relevant[idx[np.argmax(out[idx, 2])]] > 0.5)
+                rel_recency += int(snap.relevant[idx[np.argmin(snap.distances[idx])]] > 0.5)
         gain = snap.gain
         legal = ~np.isnan(gain)
         if legal.sum() < 2:
             continue
-        pred = task.predict(snap)[:, 0].cpu().numpy()[legal]
+        pred = out[:, 0][legal]
         y = gain[legal]
         dy, dp = y[:, None] - y[None, :], pred[:, None] - pred[None, :]
         mask = dy > 0.01
@@ -169,7 +187,23 @@ def validate(task: LensTask, snaps: list[lens_labels.Snapshot], needle_gain: flo
             recency_hits += int(np.argmin(snap.distances[legal]) == np.argmax(y))
     return {"snapshots": len(snaps), "pair_acc": agree / pairs if pairs else float("nan"), "pairs": pairs,
             "needle_snapshots": needles, "top1": hits / needles if needles else float("nan"),
-            "recency_top1": recency_hits / needles if needles else float("nan")}
+            "recency_top1": recency_hits / needles if needles else float("nan"),
+            "needle_in_gist_snapshots": rel_cases,
+            "relevance_top1": rel_hits / rel_cases if rel_cases else float("nan"),
+            "relevance_recency_top1": rel_recency / rel_cases if rel_cases else float("nan")}
+
+
+def relevance_loss(pred: torch.Tensor, relevant: np.ndarray | None) -> torch.Tensor:
+    """Balanced BCE on the relevance logit (needle entries are rare: weigh both classes equally)."""
+    if relevant is None or np.isnan(relevant).all():
+        return pred.new_zeros(())
+    y = torch.from_numpy(relevant).to(pred.device)
+    known = ~torch.isnan(y)
+    logit, y = pred[known, 2], y[known]
+    pos = y.sum().clamp_min(1.0)
+    neg = (1 - y).sum().clamp_min(1.0)
+    weight = torch.where(y > 0.5, 0.5 / pos, 0.5 / neg)
+    return (F.binary_cross_entropy_with_logits(logit, y, reduction="none") * weight).sum()
 
 
 def snapshot_losses(pred: torch.Tensor, gain: torch.Tensor, loss: torch.Tensor, scale: float,
