@@ -181,7 +181,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     lengths = [int(x) for x in split(args.lengths)] if args.lengths else None
     path = run(args.tier, split(args.tasks), split(args.methods), lengths, args.budget, args.out, args.model,
-               progress=not args.quiet)
+               progress=not args.quiet, trials=args.trials)
     print(path.with_suffix(".md").read_text())
     print(f"results: {path} (resumable: rerun the same command to continue)")
 
@@ -325,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", metavar="LIST", help="comma-separated methods (default: all)")
     p.add_argument("--lengths", metavar="LIST", help="comma-separated history lengths in tokens")
     p.add_argument("--budget", type=int, metavar="W", help="rows per answer (default: the tier's)")
+    p.add_argument("--trials", type=int, metavar="N", help="at most N trials per cell (a quick look)")
     p.add_argument("--out", default="docs/bench", metavar="DIR")
     p.add_argument("--model", metavar="PATH")
     p.add_argument("--quiet", action="store_true")

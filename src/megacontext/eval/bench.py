@@ -12,7 +12,7 @@ import random
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from megacontext.eval.methods import METHODS, Outcome, make_method
@@ -50,7 +50,10 @@ def grid(tier: Tier, tasks, lengths, budget: int | None):
 
 
 def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int | None = None,
-        out_dir: str = "docs/bench", model: str | None = None, progress: bool = True, book: str | None = None) -> Path:
+        out_dir: str = "docs/bench", model: str | None = None, progress: bool = True, book: str | None = None,
+        trials: int | None = None) -> Path:
+    """Run (or resume) a tier; `trials` caps the trials per cell (a quick look; seeds 0…trials−1 are
+    the tier's first ones, so a later full run reuses them)."""
     from tqdm import tqdm
 
     from megacontext.base import BaseModel
@@ -58,6 +61,10 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     if tier not in TIERS:
         raise ValueError(f"--tier must be one of {sorted(TIERS)}, got {tier!r}")
     spec = TIERS[tier]
+    if trials is not None:
+        if trials < 1:
+            raise ValueError(f"--trials must be at least 1, got {trials}")
+        spec = replace(spec, trials=min(trials, spec.trials), passkey_trials=min(trials, spec.passkey_trials))
     tasks = tuple(tasks or spec.tasks)
     methods = tuple(methods or METHODS)
     lengths = tuple(lengths or spec.lengths)

@@ -231,14 +231,16 @@ class TokenDrop(Method):
 
 @register("megacontext")
 class MegaContextMethod:
-    """MegaContext with a focus policy: `megacontext` (default policy), `mc_recency`, `mc_oracle`, `mc_random`."""
+    """MegaContext with a focus policy: `megacontext` (default policy), `mc_recency`, `mc_oracle`, `mc_random`,
+    `mc_lensnet` (the trained LensNet shipped for the base model)."""
 
     max_length = None
 
     def __init__(self, base: BaseModel, name: str, policy: str | None = None, gister: str | None = None,
                  positions: str = "compact", seed: int = 0) -> None:
         self.base, self.name = base, name
-        self.policy = policy or {"mc_recency": "recency", "mc_oracle": "oracle", "mc_random": "random"}.get(name, "recency")
+        self.policy = policy or {"mc_recency": "recency", "mc_oracle": "oracle", "mc_random": "random",
+                                 "mc_lensnet": "lensnet"}.get(name, "recency")
         self.gister = gister
         self.positions = positions
         self.seed = seed
@@ -258,6 +260,8 @@ class MegaContextMethod:
                     mc.policy = make_policy("oracle", targets=spans)
                 elif self.policy == "random":
                     mc.policy = make_policy("random", seed=self.seed)
+                elif self.policy == "lensnet":
+                    mc.policy = make_policy("lensnet", base=self.base)
                 else:
                     mc.policy = make_policy(self.policy)
                 t0 = time.perf_counter()
@@ -276,5 +280,5 @@ class MegaContextMethod:
                        focus_recall=hit / total if total else None)
 
 
-for _alias in ("mc_recency", "mc_oracle", "mc_random"):
+for _alias in ("mc_recency", "mc_oracle", "mc_random", "mc_lensnet"):
     METHODS[_alias] = MegaContextMethod

@@ -159,7 +159,7 @@ def snapshot(mc, wc: WorkingContext, target_ids: list[int], query_tokens: int, p
     if counterfactual:
         gain, loss, before = label(mc, wc, target_ids, protected_tokens)
     else:
-        gain, loss, before = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32), float("nan")
+        gain, loss, before = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32), None
     meta = {**(meta or {}), "n": n, "nll": before, "seconds": round(time.perf_counter() - t0, 3),
             "gister": getattr(mc.gister, "id", type(mc.gister).__name__), "counterfactual": counterfactual}
     return Snapshot(entries, levels, distances, query, gain, loss, meta, relevance(wc, list(needles)))
