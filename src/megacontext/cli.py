@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="Train a network (GistNet) through the shared loop; resumes a run folder.",
                        description="Train a network (GistNet) through the shared loop; resumes a run folder.")
     p.add_argument("net", choices=["gistnet", "lensnet"])
-    p.add_argument("--labels", metavar="DIR", help="lensnet: folder of labelled snapshots (megacontext label focus)")
+    p.add_argument("--labels", metavar="DIR", help="lensnet: folder(s) of labelled snapshots, comma-separated (megacontext label focus)")
     p.add_argument("--config", metavar="FILE", help='JSON: {"train": {...}, "task": {...}, "net": {...}}')
     p.add_argument("--level", type=int, choices=[1, 2], default=1,
                    help="1: L1 gists from tokens; 2: L2+ gists on top of the frozen L1 net given by --l1")

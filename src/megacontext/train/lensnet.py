@@ -109,10 +109,12 @@ class LensTask:
 
     def __init__(self, base: BaseModel, net: LensNet, folder: str | Path, cfg: LensTaskConfig, batch_size: int,
                  seed: int = 0, holdout_every: int = 5) -> None:
-        rows = lens_labels.load_index(folder)
-        if not rows:
-            raise ValueError(f"no labelled snapshots in {folder}: run `megacontext label focus --out {folder}` first")
-        snaps = [lens_labels.Snapshot.load(Path(folder) / r["file"], r) for r in rows]
+        snaps = []
+        for one in str(folder).split(","):  # several folders: comma-separated
+            rows = lens_labels.load_index(one)
+            if not rows:
+                raise ValueError(f"no labelled snapshots in {one}: run `megacontext label focus --out {one}` first")
+            snaps += [lens_labels.Snapshot.load(Path(one) / r["file"], r) for r in rows]
         # Every `holdout_every`-th snapshot is held out for validation (none when there are too few).
         hold = holdout_every if holdout_every and len(snaps) >= 2 * holdout_every else 0
         self.held_out = [s for i, s in enumerate(snaps) if hold and i % hold == 0]
