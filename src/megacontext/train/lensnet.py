@@ -164,6 +164,7 @@ def validate(task: LensTask, snaps: list[lens_labels.Snapshot], needle_gain: flo
     one — next to `recency` (newest gist first) for scale."""
     agree = pairs = hits = recency_hits = needles = 0
     rel_hits = rel_recency = rel_cases = 0
+    by_task: dict[str, list[int]] = {}
     for snap in snaps:
         out = task.predict(snap).cpu().numpy()
         if snap.relevant is not None and not np.isnan(snap.relevant).all():
@@ -171,7 +172,9 @@ def validate(task: LensTask, snaps: list[lens_labels.Snapshot], needle_gain: flo
             if (snap.relevant[gists] > 0.5).any():
                 rel_cases += 1
                 idx = np.flatnonzero(gists)
-                rel_hits += int(snap.relevant[idx[np.argmax(out[idx, 2])]] > 0.5)
+                hit = int(snap.relevant[idx[np.argmax(out[idx, 2])]] > 0.5)
+                rel_hits += hit
+                by_task.setdefault(snap.meta.get("task", "?"), []).append(hit)
                 rel_recency += int(snap.relevant[idx[np.argmin(snap.distances[idx])]] > 0.5)
         gain = snap.gain
         legal = ~np.isnan(gain)
@@ -192,7 +195,8 @@ def validate(task: LensTask, snaps: list[lens_labels.Snapshot], needle_gain: flo
             "recency_top1": recency_hits / needles if needles else float("nan"),
             "needle_in_gist_snapshots": rel_cases,
             "relevance_top1": rel_hits / rel_cases if rel_cases else float("nan"),
-            "relevance_recency_top1": rel_recency / rel_cases if rel_cases else float("nan")}
+            "relevance_recency_top1": rel_recency / rel_cases if rel_cases else float("nan"),
+            "relevance_top1_by_task": {t: f"{sum(v)}/{len(v)}" for t, v in sorted(by_task.items())}}
 
 
 def relevance_loss(pred: torch.Tensor, relevant: np.ndarray | None) -> torch.Tensor:
