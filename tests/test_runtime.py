@@ -149,3 +149,22 @@ def test_position_gaps_do_not_split_attention(tiny_base):
     last_a = tiny_base.forward(rows, pos)[0, -1]
     last_b = tiny_base.forward(moved, pos)[0, -1]
     assert (last_a - last_b).abs().max() > 1e-3
+
+
+def test_pinned_prefix_is_read_raw_and_default_focus_falls_back_to_recency(tmp_path, tiny_base):
+    from megacontext.focus import PinnedPrefix
+
+    cfg = config(budget=120, protected=16)
+    pinned = replace(cfg, working=replace(cfg.working, pinned_tokens=8))
+    plain = replace(cfg, working=replace(cfg.working, pinned_tokens=0))
+    firsts = {}
+    for name, c in (("pinned", pinned), ("plain", plain)):
+        with MegaContext.open(tmp_path / name, tiny_base, c, create=True) as mc:
+            assert mc.policy.name == "recency"  # no LensNet ships for the tiny model
+            assert isinstance(mc.policy, PinnedPrefix) == (name == "pinned")
+            mc.append(TEXT * 2)
+            answer = mc.generate(" a good", max_new_tokens=2, budget=120)
+            assert answer.rows_used <= 120
+            firsts[name] = mc.current.entries[0]
+    assert firsts["pinned"].level == 0 and firsts["pinned"].index == 0  # the first block came back raw
+    assert firsts["plain"].level > 0  # recency alone leaves the oldest text gisted

@@ -35,6 +35,9 @@ class AllocatorConfig:
 class WorkingConfig:
     budget: int = 1024  # W_max: rows the LM may see
     protected_tokens: int = 96  # newest R tokens always raw
+    # The oldest tokens focus keeps raw when it can (instructions, a system prompt, attention sinks):
+    # the passkey preamble gisted costs the oracle its answers (scripts/pinned_prefix_probe.py).
+    pinned_tokens: int = 64
     positions: str = "compact"  # compact | absolute
 
     def validate(self, block_size: int) -> None:
@@ -52,7 +55,7 @@ class MegaConfig:
     working: WorkingConfig = field(default_factory=WorkingConfig)
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
     gister: str | None = None  # registry name (megacontext.gisters); None: the store's own, else the default for the model
-    focus: str = "recency"  # registry name (megacontext.focus)
+    focus: str | None = None  # registry name (megacontext.focus); None: lensnet where one is trained for the model, else recency
 
     def with_budget(self, budget: int | None) -> "MegaConfig":
         if budget is None:

@@ -67,6 +67,7 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
         wc = from_json(mc.store.read_json("focus.json")["wc"])
         total = mc.store.num_tokens
         gister = mc.config.gister
+        mc_policy_name = mc.policy.name
     level = None
     if needle_at is not None:
         level = next((e.level for e in wc.entries if span(e, wc.block_size)[0] <= needle_at < span(e, wc.block_size)[1]),
@@ -78,7 +79,7 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
     result = {
         "passkey": passkey, "answer": answer.text, "correct": correct, "depth": depth,
         "needle_token": needle_at, "needle_level_seen": level, "history_tokens": total,
-        "budget": budget, "rows_used": answer.rows_used, "gister": gister, "focus_policy": config.focus,
+        "budget": budget, "rows_used": answer.rows_used, "gister": gister, "focus_policy": mc_policy_name,
         "store": store, "timings": {"model_load": t_load, "ingest": stats.seconds,
                                     "ingest_tokens_per_s": stats.tokens_per_s, **answer.timings},
         "focus": answer.focus,
@@ -95,8 +96,13 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
     print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result["timings"].items() if k != "ingest_tokens_per_s"))
     made_by = ("the 'mean' stand-in (the mean of the token embeddings)" if gister == "mean"
                else "the trained GistNet")
-    print(f"\nWhat happened: gists come from {made_by} and focus from the '{config.focus}' stand-in (newest "
-          f"text raw), so the model read {raw:,} of {total:,} tokens word for word (the newest ones) and "
-          "everything older as gists. Gists do not keep exact digits; a pass key inside a gist comes back only "
-          "when focus expands its block to raw tokens, which is what the learned LensNet (issue 5) is for.")
+    if mc_policy_name == "lensnet":
+        print(f"\nWhat happened: gists come from {made_by}; the learned LensNet chose what to read raw "
+              f"({raw:,} of {total:,} tokens, the newest ones and what it found relevant to the question). "
+              "Gists do not keep exact digits: the answer is right only when focus opened the pass key's block.")
+    else:
+        print(f"\nWhat happened: gists come from {made_by} and focus from the '{mc_policy_name}' stand-in (newest "
+              f"text raw), so the model read {raw:,} of {total:,} tokens word for word (the newest ones) and "
+              "everything older as gists. Gists do not keep exact digits; a pass key inside a gist comes back only "
+              "when focus expands its block to raw tokens, which is what the learned LensNet (issue 5) is for.")
     return result

@@ -39,6 +39,13 @@ def register(name: str):
     return deco
 
 
+def default_focus(model_name: str) -> str:
+    """`lensnet` when a trained LensNet ships for this base model, else `recency`."""
+    from megacontext.nets.lensnet import packaged_checkpoint
+
+    return "lensnet" if packaged_checkpoint(model_name) is not None else "recency"
+
+
 def make_policy(name: str, **kwargs) -> FocusPolicy:
     try:
         factory = FOCUS_POLICIES[name]
@@ -144,3 +151,21 @@ class LensNetFocus:
         # relevant gists are opened first and relevant entries are the last to be collapsed.
         rel = torch.sigmoid(out[:, 2] * self.scale).tolist()
         return [EntryScore(float(g) + r, float(l) + r) for (g, l, _), r in zip(out.tolist(), rel)]
+
+
+class PinnedPrefix:
+    """Wraps any policy: entries covering the first `tokens` tokens of the history score as if they held
+    the answer, so the allocator opens them first and collapses them last. A preference, not an
+    invariant: when the budget can't hold them, they stay gists."""
+
+    BONUS = 10.0
+
+    def __init__(self, inner: FocusPolicy, tokens: int) -> None:
+        self.inner, self.tokens = inner, tokens
+        self.name = inner.name
+
+    def score(self, inp: FocusInput) -> list[EntryScore]:
+        k = inp.wc.block_size
+        scores = self.inner.score(inp)
+        return [EntryScore(s.gain + self.BONUS, s.loss + self.BONUS) if span(e, k)[0] < self.tokens else s
+                for e, s in zip(inp.wc.entries, scores)]

@@ -22,7 +22,7 @@ from megacontext import allocator
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.errors import StoreError
-from megacontext.focus import FocusInput, make_policy
+from megacontext.focus import FocusInput, PinnedPrefix, default_focus, make_policy
 from megacontext.gisters import default_gister, make_gister
 from megacontext.store import Store, StoreIdentity, is_store
 from megacontext.tree import Node, children
@@ -90,7 +90,8 @@ class MegaContext:
         self.base = base
         self.config = config
         self.gister = gister or make_gister(config.gister or default_gister(base), base)
-        self.policy = make_policy(config.focus, **({"base": base} if config.focus == "lensnet" else {}))
+        focus = config.focus or default_focus(base.info.name)
+        self.policy = make_policy(focus, **({"base": base} if focus == "lensnet" else {}))
         self.k = store.block_size
         self.current: WorkingContext | None = None  # the working context the LM sees right now (viewers read it)
         state = store.read_json(FOCUS_STATE) or {}
@@ -157,6 +158,16 @@ class MegaContext:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def policy(self):
+        """The focus policy in use (wrapped so that the pinned prefix stays raw when it can)."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, inner) -> None:
+        pinned = self.config.working.pinned_tokens
+        self._policy = PinnedPrefix(inner, pinned) if pinned > 0 else inner
 
     @property
     def budget(self) -> int:

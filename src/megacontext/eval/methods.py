@@ -240,7 +240,7 @@ class MegaContextMethod:
                  positions: str = "compact", seed: int = 0) -> None:
         self.base, self.name = base, name
         self.policy = policy or {"mc_recency": "recency", "mc_oracle": "oracle", "mc_random": "random",
-                                 "mc_lensnet": "lensnet"}.get(name, "recency")
+                                 "mc_lensnet": "lensnet"}.get(name)  # None (`megacontext`): the default policy
         self.gister = gister
         self.positions = positions
         self.seed = seed
@@ -262,7 +262,7 @@ class MegaContextMethod:
                     mc.policy = make_policy("random", seed=self.seed)
                 elif self.policy == "lensnet":
                     mc.policy = make_policy("lensnet", base=self.base)
-                else:
+                elif self.policy is not None:
                     mc.policy = make_policy(self.policy)
                 t0 = time.perf_counter()
                 mc.append(trial.history)
