@@ -9,13 +9,12 @@ makes an untrained net start near the `mean` stand-in), rescale to the typical t
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from megacontext.nets.checkpoint import Checkpointed
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,9 @@ class GistNetConfig:
             raise ValueError(f"hidden {self.hidden} must be divisible by heads {self.heads}")
 
 
-class GistNet(nn.Module):
+class GistNet(Checkpointed, nn.Module):
+    config_class = GistNetConfig
+
     def __init__(self, config: GistNetConfig, zero_out: bool = True) -> None:
         super().__init__()
         config.validate()
@@ -66,27 +67,3 @@ class GistNet(nn.Module):
         mean = mean * (self.config.target_norm / mean.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         y = mean + self.out(self.norm(pooled[:, 0]))
         return y * (self.config.target_norm / y.norm(dim=-1, keepdim=True).clamp_min(1e-6))
-
-    # --- checkpoints: safetensors + a JSON card naming the base model --------------------------
-    def save(self, path: str | Path, card: dict) -> None:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(path.with_suffix(".safetensors")))
-        card = {**card, "config": asdict(self.config), "sha256": file_hash(path.with_suffix(".safetensors"))}
-        path.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> tuple["GistNet", dict]:
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        card = json.loads(path.with_suffix(".json").read_text())
-        net = cls(GistNetConfig(**card["config"]))
-        net.load_state_dict(load_file(str(path.with_suffix(".safetensors"))))
-        return net.eval(), card
-
-
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -13,14 +13,14 @@ cross-attend both ways, then per-entry heads with the allocator's sign conventio
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from megacontext.nets.checkpoint import Checkpointed
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,9 @@ class _Block(nn.Module):
         return e, q
 
 
-class LensNet(nn.Module):
+class LensNet(Checkpointed, nn.Module):
+    config_class = LensNetConfig
+
     def __init__(self, config: LensNetConfig) -> None:
         super().__init__()
         config.validate()
@@ -94,25 +96,3 @@ class LensNet(nn.Module):
         for block in self.blocks:
             e, q = block(e, q)
         return self.head(self.norm(e))
-
-    # --- checkpoints: safetensors + a JSON card, as for GistNet -------------------------------
-    def save(self, path: str | Path, card: dict) -> None:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-                  str(path.with_suffix(".safetensors")))
-        digest = hashlib.sha256(path.with_suffix(".safetensors").read_bytes()).hexdigest()
-        card = {**card, "config": asdict(self.config), "sha256": digest}
-        path.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> tuple["LensNet", dict]:
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        card = json.loads(path.with_suffix(".json").read_text())
-        net = cls(LensNetConfig(**card["config"]))
-        net.load_state_dict(load_file(str(path.with_suffix(".safetensors"))))
-        return net.eval(), card
