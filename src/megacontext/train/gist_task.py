@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from megacontext.base import BaseModel
 from megacontext.nets.gistnet import GistNet
+from megacontext.train.loop import NetTask
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def encode_books(base: BaseModel, texts: dict[str, str]) -> list[np.ndarray]:
     return [np.asarray(base.tokenize(t), dtype=np.int32) for t in texts.values()]
 
 
-class GistTask:
+class GistTask(NetTask):
     def __init__(self, base: BaseModel, net: GistNet, books: list[np.ndarray], cfg: GistTaskConfig,
                  batch_size: int, seed: int = 0, l1_net: GistNet | None = None) -> None:
         self.base, self.net, self.cfg = base, net, cfg
@@ -65,16 +66,6 @@ class GistTask:
         self.batch_size = batch_size
         self.seed = seed
         self.k = net.config.block_size
-
-    # --- the Task protocol ----------------------------------------------------------------
-    def parameters(self):
-        return list(self.net.parameters())
-
-    def state_dict(self):
-        return self.net.state_dict()
-
-    def load_state_dict(self, state) -> None:
-        self.net.load_state_dict(state)
 
     def plan(self, step: int) -> _StepPlan:
         rng = np.random.default_rng([self.seed, step, 1])

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from megacontext.base import BaseModel
 from megacontext.nets.lensnet import LensNet, LensNetConfig
 from megacontext.train import lens_labels
+from megacontext.train.loop import NetTask
 
 RETRIEVAL_TASKS = ("passkey", "passkey_book", "multikey", "uuid_kv", "vartrack")
 
@@ -104,7 +105,7 @@ class LensTaskConfig:
     label_scale: float = 10.0  # labels are small (nats/token); scale before the smooth L1
 
 
-class LensTask:
+class LensTask(NetTask):
     """Task protocol of the shared loop over a folder of labelled snapshots."""
 
     def __init__(self, base: BaseModel, net: LensNet, folder: str | Path, cfg: LensTaskConfig, batch_size: int,
@@ -120,15 +121,6 @@ class LensTask:
         self.held_out = [s for i, s in enumerate(snaps) if hold and i % hold == 0]
         self.snaps = [s for i, s in enumerate(snaps) if not (hold and i % hold == 0)]
         self.base, self.net, self.cfg, self.batch_size, self.seed = base, net, cfg, batch_size, seed
-
-    def parameters(self):
-        return list(self.net.parameters())
-
-    def state_dict(self):
-        return self.net.state_dict()
-
-    def load_state_dict(self, state) -> None:
-        self.net.load_state_dict(state)
 
     def predict(self, snap: lens_labels.Snapshot) -> torch.Tensor:
         dev = self.base.device

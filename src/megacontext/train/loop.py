@@ -56,6 +56,21 @@ class Task(Protocol):
         """Mean loss over the samples `sample_ids` of this step's global batch (seeded by step)."""
 
 
+class NetTask:
+    """The Task protocol's bookkeeping for a task that trains one `nn.Module` held in `self.net`."""
+
+    net: nn.Module
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.net.parameters())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.net.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.net.load_state_dict(state)
+
+
 @dataclass
 class _Dist:
     rank: int = 0
