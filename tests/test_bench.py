@@ -72,3 +72,33 @@ def test_megacontext_identity_law_when_history_fits(real_base):
             assert mc.nll == pytest.approx(full.nll, rel=1e-4)
         else:
             assert mc.focus_recall == 1.0
+
+
+def test_megacontext_methods_share_one_ingest_without_changing_answers(tiny_base):
+    """The ingest cache hands every MegaContext method a pristine copy: a method's answer is the same
+    whether another method answered from the shared store first or not."""
+    from megacontext.eval import methods
+
+    count = lambda text: len(tiny_base.tokenize(text))  # noqa: E731
+    trial = make_trial("passkey", 700, 0.5, 0, count, BOOK)
+    recency = methods.make_method("mc_recency", tiny_base)
+    first = recency.run(trial, 256, 4)
+    methods.make_method("mc_random", tiny_base).run(trial, 256, 4)  # answers (and appends) from its own copy
+    again = recency.run(trial, 256, 4)
+    assert (again.text, again.rows, again.focus_recall) == (first.text, first.rows, first.focus_recall)
+    assert again.ingest_s == first.ingest_s > 0  # one ingest, reported to each method
+    methods._INGESTED.key = None  # force a fresh ingest: same answer
+    assert methods.make_method("mc_recency", tiny_base).run(trial, 256, 4).text == first.text
+
+
+def test_token_drop_reuses_surprisal_across_budgets(tiny_base):
+    from megacontext.eval import methods
+
+    count = lambda text: len(tiny_base.tokenize(text))  # noqa: E731
+    trial = make_trial("passkey", 600, 0.5, 0, count, BOOK)
+    hist = tiny_base.tokenize(trial.history)
+    shared = methods.make_method("token_drop", tiny_base)
+    small, large = shared.select(hist, 100, trial), shared.select(hist, 300, trial)
+    fresh = methods.make_method("token_drop", tiny_base)
+    assert large == fresh.select(hist, 300, trial) and len(small) == 100 and len(large) == 300
+    assert set(small) <= set(large) and hist[0] == small[0]  # the most surprising 100 are among the 300

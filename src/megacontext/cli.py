@@ -139,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         from megacontext.train.gistnet import train_gistnet
 
         path = train_gistnet(args.config, progress=not args.quiet, model=args.model, level=args.level,
-                             l1_checkpoint=args.l1, device=args.device, steps=args.steps,
+                             l1_checkpoint=args.l1, device=args.device, init=args.init, steps=args.steps,
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=args.out,
                              time_budget_s=args.time_budget)
         print(f"GistNet checkpoint: {path} (+ its JSON card)")
@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, choices=[1, 2], default=1,
                    help="1: L1 gists from tokens; 2: L2+ gists on top of the frozen L1 net given by --l1")
     p.add_argument("--l1", metavar="CHECKPOINT", help="trained L1 GistNet .safetensors (for --level 2)")
+    p.add_argument("--init", metavar="CHECKPOINT", help="gistnet: start from these weights (fine-tuning)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

@@ -43,9 +43,9 @@ def grid(tier: Tier, tasks, lengths, budget: int | None):
         budgets = (budget,) if budget else (tier.passkey_budgets if task == "passkey" else tier.budgets)
         n = tier.passkey_trials if task == "passkey" else tier.trials
         for length in lengths:
-            for b in budgets:
-                for seed in range(n):
-                    depth = 0.05 + 0.9 * random.Random(f"{task}-{length}-{seed}").random()
+            for seed in range(n):  # budgets innermost: per-trial work (ingest, surprisal) is shared by them
+                depth = 0.05 + 0.9 * random.Random(f"{task}-{length}-{seed}").random()
+                for b in budgets:
                     yield task, length, b, seed, depth
 
 

@@ -7,7 +7,12 @@ GistNet. The prefix does not depend on the gists, so its KV cache is computed on
 only `[region rows + H]` run with grad. Modes vary where the gist sits:
 `adjacent` (the block right before the horizon), `far` (a block r−1 blocks further back, with raw
 blocks between), `all` (every region block a gist), `history` (no prefix; the oldest n of 16 blocks are gists and the
-rest raw, as in the working context at run time, where old history is gists and the recent tail raw).
+rest raw, as in the working context at run time, where old history is gists and the recent tail raw),
+`qa` ("do no harm"): a retrieval trial of the benchmark's kinds on a training-book haystack, laid out as
+the working context of a perfect focus would be (the first blocks, the needle's blocks and the newest
+blocks raw, every other block a gist), then the question; the loss is the NLL of the answer. Measured:
+with the needle raw, GistNet's gists made the model miss passkeys that it finds when those same gists are
+deleted, or replaced by one ordinary token's embedding.
 A short warm-up first regresses gists towards their block's mean embedding (no LM).
 """
 
@@ -37,6 +42,12 @@ class GistTaskConfig:
     positions: str = "compact"  # compact | absolute
     level: int = 1  # 1: train L1 gists from tokens; 2: train L2+ gists on top of frozen L1 gists
     l2_tail_blocks: tuple[int, ...] = (0, 4)  # level 2: raw blocks between the L2 gist and the horizon
+    qa_tasks: tuple[str, ...] = ("passkey", "passkey_book", "multikey", "uuid_kv", "vartrack")  # for `qa`
+    qa_lengths: tuple[int, ...] = (1000, 2000, 4000)  # history tokens of a `qa` sample
+    qa_raw_blocks: int = 2  # first blocks kept raw in a `qa` sample (the pinned prefix)
+    # newest blocks kept raw, drawn from [lo, hi): with a long raw tail (as in a working context of ~1k rows)
+    # the gists' harm shows; with a short one it does not (passkey 4k: 50% vs 100% correct)
+    qa_tail_blocks: tuple[int, int] = (2, 25)
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,8 @@ class GistTask(NetTask):
             return _StepPlan("l2", int(rng.choice(self.cfg.prefixes)), self.k + tail, (0,))
         mode = str(rng.choice(self.cfg.modes))
         prefix = int(rng.choice(self.cfg.prefixes))
+        if mode == "qa":
+            return _StepPlan(mode, 0, 0, ())
         if mode == "history":
             n = min(int(rng.choice(self.cfg.history_gists)), self.cfg.history_blocks - 1)
             return _StepPlan(mode, 0, self.cfg.history_blocks, tuple(range(n)))
@@ -84,6 +97,8 @@ class GistTask(NetTask):
     def windows(self, step: int, plan: _StepPlan) -> np.ndarray:
         """The step's global batch of token windows `[batch, P + region + H]`, identical on every rank."""
         rng = np.random.default_rng([self.seed, step, 2])
+        if plan.mode == "qa":  # `qa` samples are built from trials in `_qa`; no book windows
+            return np.zeros((self.batch_size, 1), dtype=np.int64)
         region = (self.k * self.k + (plan.blocks - self.k) * self.k) if plan.mode == "l2" else plan.blocks * self.k
         length = plan.prefix + region + self.cfg.horizon
         out = np.empty((self.batch_size, length), dtype=np.int64)
@@ -101,6 +116,8 @@ class GistTask(NetTask):
                                                plan.blocks - self.k, self.cfg.horizon, self.cfg.positions)
             return dnll + self.cfg.kl_weight * kl, {"dnll": float(dnll.detach()), "kl": float(kl.detach()),
                                                     "mode_adjacent": float(plan.blocks == self.k), "mode_all": 0.0}
+        if plan.mode == "qa":
+            return self._qa(step, samples)
         if step < self.cfg.regress_steps:
             return self._regress(ids, plan)
         dnll, kl, _ = substitution_loss(self.base, self.net, ids, plan.prefix, plan.blocks, plan.replaced,
@@ -110,6 +127,15 @@ class GistTask(NetTask):
                       "mode_adjacent": float(plan.mode == "adjacent"), "mode_all": float(plan.mode == "all"),
                       "mode_history": float(plan.mode == "history")}
 
+    def _qa(self, step: int, samples: range) -> tuple[torch.Tensor, dict[str, float]]:
+        losses = []
+        for i in samples:
+            sample = qa_sample(self.base, self.books, np.random.default_rng([self.seed, step, 3, i]), self.cfg,
+                               self.k)
+            losses.append(qa_loss(self.base, self.net, sample))
+        loss = torch.stack(losses).mean()
+        return loss, {"qa_nll": float(loss.detach()), "mode_qa": 1.0}
+
     def _regress(self, ids: torch.Tensor, plan: _StepPlan) -> tuple[torch.Tensor, dict[str, float]]:
         k = self.k
         blocks = ids[:, plan.prefix:plan.prefix + plan.blocks * k].reshape(-1, k)
@@ -117,6 +143,64 @@ class GistTask(NetTask):
         gist = self.net(emb, 1)
         loss = 1 - F.cosine_similarity(gist, emb.mean(dim=1), dim=-1).mean()
         return loss, {"regress": float(loss.detach())}
+
+
+@dataclass(frozen=True)
+class QASample:
+    history: np.ndarray  # token ids of the history `[n]`
+    raw_blocks: frozenset[int]  # full K-blocks kept raw; every other full block is a gist (the tail is raw)
+    prompt: np.ndarray  # the question
+    answer: np.ndarray  # what the model should continue with
+
+
+def qa_sample(base: BaseModel, books: list[np.ndarray], rng: np.random.Generator, cfg: GistTaskConfig,
+              k: int) -> QASample:
+    """A retrieval trial on a random slice of a training book, laid out as a perfect focus would keep it."""
+    from megacontext.eval.tasks import make_trial
+
+    task, length = str(rng.choice(cfg.qa_tasks)), int(rng.choice(cfg.qa_lengths))
+    book = books[int(rng.integers(len(books)))]
+    start = int(rng.integers(0, max(1, len(book) - 3 * length)))
+    hay = base.decode(book[start:start + 3 * length].tolist())
+    count = lambda text: len(base.tokenize(text))  # noqa: E731
+    trial = make_trial(task, length, float(rng.uniform(0.05, 0.95)), int(rng.integers(1 << 30)), count, hay)
+    history = np.asarray(base.tokenize(trial.history), dtype=np.int64)
+    blocks = len(history) // k
+    tail = int(rng.integers(*cfg.qa_tail_blocks))
+    raw = set(range(cfg.qa_raw_blocks)) | set(range(blocks - tail, blocks))
+    for a, b in trial.needles:
+        lo, hi = count(trial.history[:a]), count(trial.history[:b])
+        raw |= set(range(lo // k, (hi - 1) // k + 1))
+    return QASample(history, frozenset(i for i in raw if 0 <= i < blocks),
+                    np.asarray(base.tokenize(trial.prompt), dtype=np.int64),
+                    np.asarray(base.tokenize(" " + trial.answer), dtype=np.int64))
+
+
+def qa_rows(base: BaseModel, net: GistNet | None, sample: QASample, k: int) -> torch.Tensor:
+    """Input rows `[n, d]` of a `qa` sample: raw blocks as token embeddings, the others as gists (deleted
+    without a `net`), then the tail, prompt and answer; compact positions."""
+    hist = torch.from_numpy(sample.history).to(base.device)
+    blocks = len(hist) // k
+    emb = base.embed(hist[:blocks * k].reshape(blocks, k)).float()
+    gisted = [j for j in range(blocks) if j not in sample.raw_blocks]
+    gists = net(emb[gisted], 1) if net is not None and gisted else None
+    rows = []
+    for j in range(blocks):
+        if j in sample.raw_blocks:
+            rows.append(emb[j])
+        elif gists is not None:
+            rows.append(gists[gisted.index(j)][None])
+    rest = torch.cat([hist[blocks * k:], torch.from_numpy(np.concatenate([sample.prompt, sample.answer])).to(base.device)])
+    rows.append(base.embed(rest).float())
+    return torch.cat(rows)
+
+
+def qa_loss(base: BaseModel, net: GistNet | None, sample: QASample) -> torch.Tensor:
+    """NLL (nats/token) of the answer after the laid-out history and the prompt."""
+    rows = qa_rows(base, net, sample, net.config.block_size if net is not None else 32)
+    n = len(sample.answer)
+    logits = base.forward(rows[None], torch.arange(len(rows))[None], logits_to_keep=n + 1)[0, :n].float()
+    return F.cross_entropy(logits, torch.from_numpy(sample.answer).to(logits.device))
 
 
 @dataclass

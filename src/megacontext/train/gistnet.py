@@ -45,8 +45,9 @@ def load_configs(config_file: str | None, overrides: dict) -> tuple[TrainConfig,
 
 def train_gistnet(config_file: str | None = None, progress: bool = True, model: str | None = None,
                   level: int = 1, l1_checkpoint: str | None = None, device: str | None = None,
-                  **overrides) -> Path:
-    """Train L1 GistNet (`level=1`), or the L2+ net on top of the frozen L1 net in `l1_checkpoint`."""
+                  init: str | None = None, **overrides) -> Path:
+    """Train L1 GistNet (`level=1`), or the L2+ net on top of the frozen L1 net in `l1_checkpoint`;
+    `init`: start from this checkpoint's weights (fine-tuning, e.g. with the `qa` mode)."""
     from megacontext import data
     from megacontext.base import BaseModel
 
@@ -63,6 +64,12 @@ def train_gistnet(config_file: str | None = None, progress: bool = True, model: 
         task_cfg = replace(task_cfg, level=2)
         if train_cfg.out_dir == "runs/gistnet":
             train_cfg = replace(train_cfg, out_dir="runs/gistnet-l2")
+    elif init:
+        if net_values:
+            raise ValueError(f"--init {init} fixes the net's shape; drop the [net] section of --config")
+        net, card = GistNet.load(init)
+        if card.get("base_fingerprint") not in (None, base.info.fingerprint):
+            raise ValueError(f"--init {init} was trained for another base model ({card['base_fingerprint']})")
     else:
         net = GistNet(_overlay(GistNetConfig(dim=base.info.dim, target_norm=base.token_norm), net_values, "net"))
     net.to(base.device)
@@ -76,7 +83,7 @@ def train_gistnet(config_file: str | None = None, progress: bool = True, model: 
     def export(step: int, metrics: dict) -> None:
         net.save(out / ("gistnet" if level == 1 else "gistnet-l2"), {
             "kind": "gistnet", "levels": "1" if level == 1 else "2+", "l1_checkpoint": l1_checkpoint, "base_model": base.info.name, "base_fingerprint": base.info.fingerprint,
-            "data": {"split": "train", "books": sorted(texts)}, "steps": step, "device": str(base.device),
+            "data": {"split": "train", "books": sorted(texts)}, "init": init, "steps": step, "device": str(base.device),
             "wall_seconds_this_run": round(time.time() - started, 1), "command": command,
             "train": asdict(train_cfg), "task": asdict(task_cfg), "last_metrics": metrics,
         })
