@@ -173,3 +173,26 @@ def test_history_mode_gists_the_oldest_blocks_without_a_prefix(tiny_base):
     assert {len(p.replaced) for p in plans} <= {2, 5} and all(p.replaced == tuple(range(len(p.replaced))) for p in plans)
     loss, metrics = task.loss(30, range(2))
     assert metrics["mode_history"] == 1.0 and torch.isfinite(loss)
+
+
+def test_qa_mode_lays_out_a_perfect_focus_and_trains_on_the_answer(tiny_base):
+    from megacontext.train.gist_task import qa_loss, qa_rows, qa_sample
+
+    books = [np.frombuffer(("The clocks were striking thirteen. " * 400).encode(), dtype=np.uint8).astype(np.int32)]
+    cfg = GistTaskConfig(modes=("qa",), qa_tasks=("passkey",), qa_lengths=(800,), qa_tail_blocks=(2, 4))
+    s = qa_sample(tiny_base, books, np.random.default_rng(0), cfg, 32)
+    blocks = len(s.history) // 32
+    assert {0, 1, blocks - 1, blocks - 2} <= s.raw_blocks and len(s.raw_blocks) < blocks // 2
+    key = tiny_base.decode(s.answer.tolist()).strip()
+    raw_text = tiny_base.decode([int(t) for j in sorted(s.raw_blocks) for t in s.history[j * 32:(j + 1) * 32]])
+    assert key.isdigit() and f"The pass key is {key}" in raw_text  # the needle is raw
+    net = tiny_net(tiny_base, zero_out=False)
+    tail = len(s.history) - blocks * 32 + len(s.prompt) + len(s.answer)
+    assert len(qa_rows(tiny_base, net, s, 32)) == 32 * len(s.raw_blocks) + (blocks - len(s.raw_blocks)) + tail
+    assert len(qa_rows(tiny_base, None, s, 32)) == 32 * len(s.raw_blocks) + tail  # deletion
+    loss = qa_loss(tiny_base, net, s)
+    loss.backward()
+    assert torch.isfinite(loss) and float(sum(p.grad.abs().sum() for p in net.parameters() if p.grad is not None)) > 0
+    task = GistTask(tiny_base, tiny_net(tiny_base), books, cfg, batch_size=2, seed=0)
+    loss, metrics = task.loss(0, range(2))
+    assert metrics["mode_qa"] == 1.0 and loss.requires_grad

@@ -143,3 +143,34 @@ def test_relevance_only_snapshots_train_the_relevance_head(tmp_path, tiny_model_
                   progress=False)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert np.mean([r["relevance"] for r in log[-5:]]) < np.mean([r["relevance"] for r in log[:5]])
+
+
+def test_lookahead_lifts_every_entry_over_an_outstanding_l1_block(tmp_path, tiny_base):
+    """The lookahead scans all L1 gists once per question (cached) and gives the entries that cover a block
+    standing far above the crowd — at any level — a bonus that outranks any predicted gain."""
+    from megacontext.focus import FocusInput, LensNetFocus
+    from megacontext.tree import span
+
+    torch.manual_seed(0)
+    net = LensNet(LensNetConfig(dim=tiny_base.info.dim, hidden=32, heads=4, query_tokens=16))
+    net.save(tmp_path / "lens", {"kind": "lensnet"})
+    with _mc(tmp_path, tiny_base) as mc:
+        mc.append(TEXT * 4)  # ~2.2k tokens: 270 L1 gists, a few L2
+        wc = mc.working_context(160)
+        policy = LensNetFocus(tiny_base, checkpoint=str(tmp_path / "lens.safetensors"))
+        query = (5, 6, 7)
+        scan = policy._scan_l1(mc.store, query)
+        assert scan.shape == (mc.store.counts[1],) and np.isfinite(scan).all()
+        assert policy._scan_l1(mc.store, query) is scan  # once per question
+        needle = 37
+        policy._scan = np.zeros_like(scan) + np.random.default_rng(0).normal(0, 0.1, len(scan)).astype(np.float32)
+        policy._scan[needle] = 5.0
+        bonus = policy._covered(FocusInput(wc, mc.store, query), query)
+        covers = [span(e, 8)[0] <= needle * 8 < span(e, 8)[1] for e in wc.entries]
+        assert sum(covers) == 1 and wc.entries[covers.index(True)].level >= 2  # a coarse gist holds it
+        assert bonus[covers.index(True)] == policy.LOOK_BONUS
+        assert np.all(np.delete(bonus, covers.index(True)) < 0.5)
+        scores = policy.score(FocusInput(wc, mc.store, query))
+        assert max(range(len(scores)), key=lambda i: scores[i].gain) == covers.index(True)
+        policy.lookahead = False
+        assert policy.score(FocusInput(wc, mc.store, query))[covers.index(True)].gain < scores[covers.index(True)].gain
