@@ -196,3 +196,22 @@ def test_qa_mode_lays_out_a_perfect_focus_and_trains_on_the_answer(tiny_base):
     task = GistTask(tiny_base, tiny_net(tiny_base), books, cfg, batch_size=2, seed=0)
     loss, metrics = task.loss(0, range(2))
     assert metrics["mode_qa"] == 1.0 and loss.requires_grad
+
+
+def test_level2_qa_mode_trains_only_the_upper_net(tiny_base):
+    from megacontext.train.gist_task import qa_rows, qa_sample
+
+    books = [np.frombuffer(("The clocks were striking thirteen. " * 600).encode(), dtype=np.uint8).astype(np.int32)]
+    cfg = GistTaskConfig(level=2, l2_modes=("qa",), qa_tasks=("passkey",), qa_lengths=(2600,), qa_tail_blocks=(2, 3))
+    l1, l2 = tiny_net(tiny_base, zero_out=False), tiny_net(tiny_base, zero_out=False)
+    s = qa_sample(tiny_base, books, np.random.default_rng(1), cfg, 32)
+    blocks = len(s.history) // 32
+    groups = [g for g in range(blocks // 32) if not s.raw_blocks & set(range(g * 32, g * 32 + 32))]
+    assert groups  # at least one group of 32 gisted blocks becomes one L2 gist
+    flat, nested = qa_rows(tiny_base, l1, s, 32), qa_rows(tiny_base, l1, s, 32, upper=l2)
+    assert len(flat) - len(nested) == 31 * len(groups)
+    task = GistTask(tiny_base, l2, books, cfg, batch_size=2, l1_net=l1)
+    loss, metrics = task.loss(0, range(2))
+    loss.backward()
+    assert metrics["mode_qa"] == 1.0 and all(p.grad is None for p in l1.parameters())
+    assert float(sum(p.grad.abs().sum() for p in l2.parameters() if p.grad is not None)) > 0

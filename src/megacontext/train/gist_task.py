@@ -42,6 +42,7 @@ class GistTaskConfig:
     positions: str = "compact"  # compact | absolute
     level: int = 1  # 1: train L1 gists from tokens; 2: train L2+ gists on top of frozen L1 gists
     l2_tail_blocks: tuple[int, ...] = (0, 4)  # level 2: raw blocks between the L2 gist and the horizon
+    l2_modes: tuple[str, ...] = ("l2",)  # level 2, drawn per step: `l2` (book ΔNLL) or `qa` (with L2 gists)
     qa_tasks: tuple[str, ...] = ("passkey", "passkey_book", "multikey", "uuid_kv", "vartrack")  # for `qa`
     qa_lengths: tuple[int, ...] = (1000, 2000, 4000)  # history tokens of a `qa` sample
     qa_raw_blocks: int = 2  # first blocks kept raw in a `qa` sample (the pinned prefix)
@@ -80,6 +81,8 @@ class GistTask(NetTask):
 
     def plan(self, step: int) -> _StepPlan:
         rng = np.random.default_rng([self.seed, step, 1])
+        if self.cfg.level == 2 and str(rng.choice(self.cfg.l2_modes)) == "qa":
+            return _StepPlan("qa", 0, 0, ())
         if self.cfg.level == 2:  # one L2 gist of K·K tokens, then a few raw blocks, then the horizon
             tail = int(rng.choice(self.cfg.l2_tail_blocks))
             return _StepPlan("l2", int(rng.choice(self.cfg.prefixes)), self.k + tail, (0,))
@@ -97,8 +100,6 @@ class GistTask(NetTask):
     def windows(self, step: int, plan: _StepPlan) -> np.ndarray:
         """The step's global batch of token windows `[batch, P + region + H]`, identical on every rank."""
         rng = np.random.default_rng([self.seed, step, 2])
-        if plan.mode == "qa":  # `qa` samples are built from trials in `_qa`; no book windows
-            return np.zeros((self.batch_size, 1), dtype=np.int64)
         region = (self.k * self.k + (plan.blocks - self.k) * self.k) if plan.mode == "l2" else plan.blocks * self.k
         length = plan.prefix + region + self.cfg.horizon
         out = np.empty((self.batch_size, length), dtype=np.int64)
@@ -110,14 +111,14 @@ class GistTask(NetTask):
 
     def loss(self, step: int, samples: range) -> tuple[torch.Tensor, dict[str, float]]:
         plan = self.plan(step)
+        if plan.mode == "qa":
+            return self._qa(step, samples)
         ids = torch.from_numpy(self.windows(step, plan)[samples.start:samples.stop]).to(self.base.device)
         if self.cfg.level == 2:
             dnll, kl, _ = l2_substitution_loss(self.base, self.l1_net, self.net, ids, plan.prefix,
                                                plan.blocks - self.k, self.cfg.horizon, self.cfg.positions)
             return dnll + self.cfg.kl_weight * kl, {"dnll": float(dnll.detach()), "kl": float(kl.detach()),
                                                     "mode_adjacent": float(plan.blocks == self.k), "mode_all": 0.0}
-        if plan.mode == "qa":
-            return self._qa(step, samples)
         if step < self.cfg.regress_steps:
             return self._regress(ids, plan)
         dnll, kl, _ = substitution_loss(self.base, self.net, ids, plan.prefix, plan.blocks, plan.replaced,
@@ -132,7 +133,10 @@ class GistTask(NetTask):
         for i in samples:
             sample = qa_sample(self.base, self.books, np.random.default_rng([self.seed, step, 3, i]), self.cfg,
                                self.k)
-            losses.append(qa_loss(self.base, self.net, sample))
+            if self.cfg.level == 2:  # the frozen L1 net gists the blocks; the trained net makes the L2 gists
+                losses.append(qa_loss(self.base, self.l1_net, sample, upper=self.net))
+            else:
+                losses.append(qa_loss(self.base, self.net, sample))
         loss = torch.stack(losses).mean()
         return loss, {"qa_nll": float(loss.detach()), "mode_qa": 1.0}
 
@@ -176,28 +180,44 @@ def qa_sample(base: BaseModel, books: list[np.ndarray], rng: np.random.Generator
                     np.asarray(base.tokenize(" " + trial.answer), dtype=np.int64))
 
 
-def qa_rows(base: BaseModel, net: GistNet | None, sample: QASample, k: int) -> torch.Tensor:
+def qa_rows(base: BaseModel, net: GistNet | None, sample: QASample, k: int, upper: GistNet | None = None) -> torch.Tensor:
     """Input rows `[n, d]` of a `qa` sample: raw blocks as token embeddings, the others as gists (deleted
-    without a `net`), then the tail, prompt and answer; compact positions."""
+    without a `net`), then the tail, prompt and answer; compact positions. With `upper` (level-2 training),
+    every complete group of K gisted blocks is one L2 gist made by `upper` from the frozen L1 gists."""
     hist = torch.from_numpy(sample.history).to(base.device)
     blocks = len(hist) // k
     emb = base.embed(hist[:blocks * k].reshape(blocks, k)).float()
     gisted = [j for j in range(blocks) if j not in sample.raw_blocks]
-    gists = net(emb[gisted], 1) if net is not None and gisted else None
-    rows = []
-    for j in range(blocks):
+    gists = None
+    if net is not None and gisted:
+        with torch.set_grad_enabled(upper is None and torch.is_grad_enabled()):
+            gists = net(emb[gisted], 1)
+    whole = set()  # first blocks of complete all-gist groups, when making L2 gists
+    if upper is not None and gists is not None:
+        whole = {g * k for g in range(blocks // k) if not sample.raw_blocks & set(range(g * k, (g + 1) * k))}
+        if whole:
+            starts = sorted(whole)
+            l1 = torch.stack([gists[[gisted.index(j) for j in range(a, a + k)]] for a in starts])
+            l2 = dict(zip(starts, upper(l1, 2)))
+    rows, j = [], 0
+    while j < blocks:
+        if j in whole:
+            rows.append(l2[j][None])
+            j += k
+            continue
         if j in sample.raw_blocks:
             rows.append(emb[j])
         elif gists is not None:
             rows.append(gists[gisted.index(j)][None])
+        j += 1
     rest = torch.cat([hist[blocks * k:], torch.from_numpy(np.concatenate([sample.prompt, sample.answer])).to(base.device)])
     rows.append(base.embed(rest).float())
     return torch.cat(rows)
 
 
-def qa_loss(base: BaseModel, net: GistNet | None, sample: QASample) -> torch.Tensor:
+def qa_loss(base: BaseModel, net: GistNet | None, sample: QASample, upper: GistNet | None = None) -> torch.Tensor:
     """NLL (nats/token) of the answer after the laid-out history and the prompt."""
-    rows = qa_rows(base, net, sample, net.config.block_size if net is not None else 32)
+    rows = qa_rows(base, net, sample, net.config.block_size if net is not None else 32, upper)
     n = len(sample.answer)
     logits = base.forward(rows[None], torch.arange(len(rows))[None], logits_to_keep=n + 1)[0, :n].float()
     return F.cross_entropy(logits, torch.from_numpy(sample.answer).to(logits.device))
