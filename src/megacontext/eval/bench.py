@@ -18,6 +18,8 @@ from pathlib import Path
 from megacontext.eval.methods import METHODS, Outcome, make_method
 from megacontext.eval.tasks import TASKS, is_correct, make_trial
 
+# Every method once: `mc_lensnet` names the policy that `megacontext` already uses for the default model.
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "mc_lensnet")
 MAX_NEW_TOKENS = {"uuid_kv": 40}  # a UUID is ~25 tokens; every other answer is a short number
 
 
@@ -66,7 +68,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
             raise ValueError(f"--trials must be at least 1, got {trials}")
         spec = replace(spec, trials=min(trials, spec.trials), passkey_trials=min(trials, spec.passkey_trials))
     tasks = tuple(tasks or spec.tasks)
-    methods = tuple(methods or METHODS)
+    methods = tuple(methods or DEFAULT_METHODS)
     lengths = tuple(lengths or spec.lengths)
     for t in tasks:
         if t not in TASKS:
@@ -156,6 +158,10 @@ def summarise(rows: list[dict]) -> dict:
         recalls = [r["focus_recall"] for r in rs if r.get("focus_recall") is not None]
         if recalls:
             entry["focus_recall"] = statistics.mean(recalls)
+        rounds = [r["rounds"] for r in rs if r.get("rounds") is not None]
+        if rounds:
+            entry["rounds"] = statistics.median(rounds)
+            entry["swap_rate"] = statistics.mean(r["swap_rate"] for r in rs if r.get("swap_rate") is not None)
         table[f"{task}|{length}|{budget}|{method}"] = entry
     return table
 
@@ -185,6 +191,24 @@ def markdown(table: dict) -> str:
                     row.append(f"{e['accuracy']:.0%} ({e['n']})")
             parts.append(f"| {m} | " + " | ".join(row) + " |")
         parts.append("")
+        focus = sorted({m for (m, _), e in cells.items() if "rounds" in e})
+        if focus:
+            parts.append(f"*{task}, W = {budget}, focus*: recall of the needle · median refocus rounds per answer · "
+                         "moves per round · median answer latency as a multiple of truncation's\n")
+            parts.append("| method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |")
+            parts.append("|---|" + "---|" * len(lengths))
+            for m in focus:
+                row = []
+                for ln in lengths:
+                    e, trunc = cells.get((m, ln)), cells.get(("truncation", ln))
+                    if e is None or "rounds" not in e:
+                        row.append("–")
+                        continue
+                    ratio = f"{e['answer_s'] / trunc['answer_s']:.2f}×" if trunc and trunc["answer_s"] > 0 else "–"
+                    recall = f"{e['focus_recall']:.2f}" if "focus_recall" in e else "–"
+                    row.append(f"{recall} · {e['rounds']:g} · {e['swap_rate']:.1f} · {ratio}")
+                parts.append(f"| {m} | " + " | ".join(row) + " |")
+            parts.append("")
     return "\n".join(parts)
 
 

@@ -37,6 +37,8 @@ class Outcome:
     ingest_s: float = 0.0  # preparation: ingest, retrieval index, surprisal scoring
     answer_s: float = 0.0  # answering (or scoring) itself
     focus_recall: float | None = None  # share of needle tokens raw when answering (MegaContext only)
+    rounds: int | None = None  # refocus rounds that moved something while answering (MegaContext only)
+    swap_rate: float | None = None  # moves per such round (MegaContext only)
     skipped: str = ""  # why the method did not run this trial
 
 
@@ -286,7 +288,9 @@ class MegaContextMethod:
         raw = [(r["start"], r["end"]) for r in ans.focus if r["level"] == 0]
         total = sum(b - a for a, b in spans)
         hit = sum(max(0, min(b, rb) - max(a, ra)) for a, b in spans for ra, rb in raw)
+        moves = [len(p["moves"]) for p in ans.plans]
         return Outcome(self.name, text=ans.text, rows=ans.rows_used, ingest_s=ingest_s, answer_s=t2 - t1,
+                       rounds=len(moves), swap_rate=sum(moves) / len(moves) if moves else 0.0,
                        focus_recall=hit / total if total else None)
 
 

@@ -60,7 +60,7 @@ def train_gistnet(config_file: str | None = None, progress: bool = True, model: 
             raise ValueError("--level 2 needs --l1 CHECKPOINT (the trained L1 GistNet)")
         l1_net, _ = GistNet.load(l1_checkpoint)
         net = GistNet(l1_net.config)
-        net.load_state_dict(l1_net.state_dict())  # start the L2+ net from the L1 weights
+        net.load_state_dict(GistNet.load(init)[0].state_dict() if init else l1_net.state_dict())  # default: from L1
         task_cfg = replace(task_cfg, level=2)
         if train_cfg.out_dir == "runs/gistnet":
             train_cfg = replace(train_cfg, out_dir="runs/gistnet-l2")
