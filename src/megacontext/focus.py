@@ -171,6 +171,7 @@ class LensNetFocus:
         return [EntryScore(float(g) + r + b, float(l) + r + b) for (g, l, _), r, b in zip(out.tolist(), rel, look)]
 
     LOOK_BONUS = 2.0  # nats/token: above any predicted gain, so outstanding blocks are opened first
+    NEIGHBOUR_SHARE = 0.75  # of an outstanding block's bonus, given to the blocks either side of it
     MIN_SCAN = 16  # fewer L1 gists than this: no lookahead (the statistics below need a crowd)
 
     def _covered(self, inp: FocusInput, query: Sequence[int]):
@@ -188,6 +189,8 @@ class LensNetFocus:
             return out
         z = (scan - scan.mean()) / max(float(scan.std()), 1e-6)
         scan = self.LOOK_BONUS * np.clip((z - np.percentile(z, 99)) / 2, 0, 1)
+        # A needle often straddles two blocks and only one stands out: its neighbours get most of its bonus.
+        scan = np.maximum(scan, self.NEIGHBOUR_SHARE * np.maximum(np.r_[0, scan[:-1]], np.r_[scan[1:], 0]))
         k = inp.wc.block_size
         for i, e in enumerate(inp.wc.entries):
             lo, hi = span(e, k)
