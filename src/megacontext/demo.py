@@ -34,6 +34,12 @@ def hide_passkey(text: str, rng: random.Random) -> tuple[str, str, float]:
     return text[:cut] + needle + text[cut:], passkey, cut / len(text)
 
 
+# The standard passkey test (as in `megacontext bench`): an instruction opens the history and the
+# question is completed by the model. Without the instruction the 135M default model answers "the pass
+# key is the pass key" even with the whole history in view.
+QUESTION = "\n\nWhat is the pass key? The pass key is"
+
+
 def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model: str | None = None,
              as_json: bool = False) -> dict:
     from megacontext.base import BaseModel
@@ -44,7 +50,10 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
     from megacontext.working import focus_strip, from_json
 
     rng = random.Random(seed)
+    from megacontext.eval.tasks import PASSKEY_INTRO
+
     text, passkey, depth = hide_passkey(load_book(), rng)
+    text = PASSKEY_INTRO + text
     if store is None:
         store = str(Path(tempfile.mkdtemp(prefix="megacontext-demo-")) / "store")
     elif is_store(store) or (Path(store).exists() and any(Path(store).iterdir())):
@@ -62,7 +71,7 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
     with MegaContext.open(store, base, config, create=True) as mc:
         stats = mc.append(text, progress=not as_json)
         needle_at = needle_position(mc.store, base.tokenize(f" {passkey} is the pass key"))
-        answer = mc.generate("\n\nQuestion: What is the pass key?\nAnswer: The pass key is",
+        answer = mc.generate(QUESTION,
                              max_new_tokens=12, budget=budget, stop="\n")
         wc = from_json(mc.store.read_json("focus.json")["wc"])
         total = mc.store.num_tokens
