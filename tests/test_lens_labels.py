@@ -168,7 +168,7 @@ def test_lookahead_lifts_every_entry_over_an_outstanding_l1_block(tmp_path, tiny
         bonus = policy._covered(FocusInput(wc, mc.store, query), query)
         covers = [span(e, 8)[0] <= needle * 8 < span(e, 8)[1] for e in wc.entries]
         assert sum(covers) == 1 and wc.entries[covers.index(True)].level >= 2  # a coarse gist holds it
-        assert bonus[covers.index(True)] == policy.LOOK_BONUS
+        assert bonus[covers.index(True)] == policy.LOOK_BONUS * policy.LOOK_CAP
         assert np.all(np.delete(bonus, covers.index(True)) < 0.5)
         scores = policy.score(FocusInput(wc, mc.store, query))
         assert max(range(len(scores)), key=lambda i: scores[i].gain) == covers.index(True)

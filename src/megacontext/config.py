@@ -27,7 +27,10 @@ class AllocatorConfig:
     tau_collapse: float = math.inf  # collapses need loss < tau_collapse
     margin: float = 0.0  # exchange only while gain − loss > margin (hysteresis)
     cooldown: int = 2  # refocus steps before a changed entry may flip back
-    max_moves: int = 4  # N_diff: moves per refocus step
+    max_moves: int = 4  # N_diff: moves per refocus step while decoding (each move costs KV recompute)
+    # Moves per round when a new input arrives: the prefill that follows rebuilds the KV cache anyway,
+    # so a question may reshape focus widely (descending to several candidate needles at once).
+    max_moves_new_input: int = 32
     max_rounds: int = 8  # refocus rounds on new input (descending several levels)
 
 

@@ -170,7 +170,11 @@ class LensNetFocus:
         look = self._covered(inp, query).tolist() if self.lookahead else [0.0] * len(rel)
         return [EntryScore(float(g) + r + b, float(l) + r + b) for (g, l, _), r, b in zip(out.tolist(), rel, look)]
 
-    LOOK_BONUS = 2.0  # nats/token: above any predicted gain, so outstanding blocks are opened first
+    LOOK_BONUS = 2.0  # nats/token per 2 std above the 99th percentile: above any predicted gain
+    # Graded up to LOOK_CAP × LOOK_BONUS (below the pinned prefix's +10), so that among several outstanding
+    # blocks the most outstanding opens first: in 128k of book text a saturating bonus (cap 1) let a dozen
+    # book blocks tie with the needle, and recency broke the tie.
+    LOOK_CAP = 4.0
     NEIGHBOUR_SHARE = 0.75  # of an outstanding block's bonus, given to the blocks either side of it
     MIN_SCAN = 16  # fewer L1 gists than this: no lookahead (the statistics below need a crowd)
 
@@ -180,7 +184,7 @@ class LensNetFocus:
         The scan's logits are not calibrated across histories (all strongly negative on a 32k passkey
         history), but the needle stands out from the crowd: z-scores 3–10 against a 99th percentile near
         1.5 (passkey, book passkey, multi-key at 32k). So a block's bonus grows with how far it stands
-        above the 99th percentile: `LOOK_BONUS · clip((z − z99) / 2, 0, 1)`."""
+        above the 99th percentile: `LOOK_BONUS · clip((z − z99) / 2, 0, LOOK_CAP)`."""
         import numpy as np
 
         scan = self._scan_l1(inp.store, query)
@@ -188,7 +192,7 @@ class LensNetFocus:
         if len(scan) < self.MIN_SCAN:
             return out
         z = (scan - scan.mean()) / max(float(scan.std()), 1e-6)
-        scan = self.LOOK_BONUS * np.clip((z - np.percentile(z, 99)) / 2, 0, 1)
+        scan = self.LOOK_BONUS * np.clip((z - np.percentile(z, 99)) / 2, 0, self.LOOK_CAP)
         # A needle often straddles two blocks and only one stands out: its neighbours get most of its bonus.
         scan = np.maximum(scan, self.NEIGHBOUR_SHARE * np.maximum(np.r_[0, scan[:-1]], np.r_[scan[1:], 0]))
         k = inp.wc.block_size

@@ -270,13 +270,17 @@ class MegaContext:
         return new
 
     def refocus(self, wc: WorkingContext, budget: int, rounds: int, trigger: str,
-                query_ids: Sequence[int] = ()) -> tuple[WorkingContext, list[FocusPlan]]:
-        """Repeat allocator rounds until a plan is empty or `rounds` is reached."""
+                query_ids: Sequence[int] = (), max_moves: int | None = None) -> tuple[WorkingContext, list[FocusPlan]]:
+        """Repeat allocator rounds until a plan is empty or `rounds` is reached (`max_moves` per round
+        overrides the allocator config's)."""
+        config = self.config.allocator
+        if max_moves is not None:
+            config = replace(config, max_moves=max_moves)
         plans = []
         for _ in range(rounds):
             t0 = time.perf_counter()
             plan = allocator.plan(
-                wc, self._scores(wc, query_ids), budget, config=self.config.allocator,
+                wc, self._scores(wc, query_ids), budget, config=config,
                 protected_tokens=self.protected, history=self._history, step=self._step,
             )
             ms = (time.perf_counter() - t0) * 1e3
@@ -382,7 +386,8 @@ class MegaContext:
             self.append_ids(ids)
         with timer("refocus"):
             plan_budget = budget - headroom if wc.cost + headroom <= budget else budget
-            wc, new_plans = self.refocus(wc, plan_budget, self.config.allocator.max_rounds, "new_input", ids)
+            wc, new_plans = self.refocus(wc, plan_budget, self.config.allocator.max_rounds, "new_input", ids,
+                                         max_moves=self.config.allocator.max_moves_new_input)
             plans += new_plans
         self.current = wc
         with timer("prefill"):
