@@ -1,7 +1,9 @@
 """Per refocus round on the question: the level of the entry covering the needle and its rank by gain.
 
     python scripts/descent_probe.py LENGTH TRIALS [TASK]   # e.g. 128000 2 passkey_book
+(NO_LOOKAHEAD=1: LensNet without the L1 lookahead scan.)
 """
+import os
 import sys, tempfile, random
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +22,7 @@ for seed in range(N):
     spans = [(count(tr.history[:a]), count(tr.history[:b])) for a, b in tr.needles]
     cfg = MegaConfig(); cfg = replace(cfg, working=replace(cfg.working, budget=1024))
     with tempfile.TemporaryDirectory() as tmp, MegaContext.open(Path(tmp)/"s", base, cfg, create=True) as mc:
-        mc.policy = make_policy("lensnet", base=base)
+        mc.policy = make_policy("lensnet", base=base, lookahead=not os.environ.get("NO_LOOKAHEAD"))
         inner = mc.policy
         log = []
         def score(inp, _inner=inner):
