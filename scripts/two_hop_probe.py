@@ -1,5 +1,5 @@
-"""Two-hop lookahead, an experiment: after the question's scan, scan again with the raw text of its most
-outstanding block prepended to the question (the first hop, e.g. `VAR Y = VAR X.`), and lift what either
+"""Two-hop lookahead, an experiment: after the question's scan, scan again with the raw text of each of its
+`--top` most outstanding blocks appended to the question (newest) (the first hop, e.g. `VAR Y = VAR X.`), and lift what either
 scan finds. Compares one- and two-hop LensNet focus on the same trials.
 
     python scripts/two_hop_probe.py --task vartrack --length 32000 --trials 6
@@ -24,17 +24,21 @@ from megacontext.runtime import MegaContext
 
 
 class TwoHop(LensNetFocus):
+    TOP = 3
+
     def _scan_l1(self, store, query):
         first = super()._scan_l1(store, query)
         key = self._scan_key
         if len(first) < self.MIN_SCAN:
             return first
-        top = int(np.argmax(first))
         k = store.block_size
-        hop = [int(t) for t in store.read_tokens(top * k, (top + 1) * k)]
-        second = super()._scan_l1(store, tuple(hop + list(query))[-self.net.config.query_tokens:])
         z = lambda s: (s - s.mean()) / max(float(s.std()), 1e-6)  # noqa: E731
-        combined = np.maximum(z(first), z(second)).astype(np.float32)
+        combined = z(first)
+        for top in np.argsort(-first)[:self.TOP]:  # each of the most outstanding blocks may be a first hop
+            hop = [int(t) for t in store.read_tokens(int(top) * k, (int(top) + 1) * k)]
+            second = super()._scan_l1(store, tuple(list(query) + hop)[-self.net.config.query_tokens:])  # newest last
+            combined = np.maximum(combined, z(second))
+        combined = combined.astype(np.float32)
         self._scan_key, self._scan = key, combined  # cached under the question's key
         return combined
 
@@ -44,7 +48,9 @@ def main() -> None:
     ap.add_argument("--task", default="vartrack")
     ap.add_argument("--length", type=int, default=32000)
     ap.add_argument("--trials", type=int, default=6)
+    ap.add_argument("--top", type=int, default=3, help="first-scan blocks tried as the first hop")
     args = ap.parse_args()
+    TwoHop.TOP = args.top
     base = BaseModel.load(None)
     book, count = _haystack_book(), (lambda text: len(base.tokenize(text)))
     totals = {"one hop": [0, 0.0], "two hops": [0, 0.0]}
