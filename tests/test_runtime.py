@@ -168,3 +168,21 @@ def test_pinned_prefix_is_read_raw_and_default_focus_falls_back_to_recency(tmp_p
             firsts[name] = mc.current.entries[0]
     assert firsts["pinned"].level == 0 and firsts["pinned"].index == 0  # the first block came back raw
     assert firsts["plain"].level > 0  # recency alone leaves the oldest text gisted
+
+
+@pytest.mark.parametrize("moves", [4, 32])
+def test_question_refocus_may_make_more_moves_than_decoding(tmp_path, tiny_base, moves):
+    """A new question's refocus rounds take `max_moves_new_input` moves each (the prefill rebuilds the KV
+    cache anyway); the budget holds either way."""
+    from megacontext.focus import make_policy
+
+    cfg = config(budget=160, protected=16)
+    cfg = replace(cfg, allocator=replace(cfg.allocator, max_moves=4, max_moves_new_input=moves, max_rounds=1))
+    with MegaContext.open(tmp_path / "s", tiny_base, cfg, create=True) as mc:
+        mc.append(TEXT * 6)
+        n = mc.store.num_tokens
+        mc.policy = make_policy("oracle", targets=[(a, a + 8) for a in range(64, n - 200, 96)])  # many needles
+        answer = mc.generate(" a good", max_new_tokens=1)
+        assert answer.rows_used <= 160
+        first = answer.plans[0]["moves"]
+        assert len(first) <= moves and (len(first) > 4) == (moves > 4)
