@@ -4,22 +4,22 @@
 (NO_LOOKAHEAD=1: LensNet without the L1 lookahead scan.)
 """
 import os
-import sys, tempfile, random
+import sys, tempfile
 from dataclasses import replace
 from pathlib import Path
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.eval.tasks import make_trial, is_correct
-from megacontext.eval.bench import _haystack_book
+from megacontext.eval.bench import _haystack_book, trial_depth
 from megacontext.focus import make_policy
 from megacontext.runtime import MegaContext
 from megacontext.tree import span
 L = int(sys.argv[1]); N = int(sys.argv[2]); task = sys.argv[3] if len(sys.argv) > 3 else "passkey"
 base = BaseModel.load(None); book = _haystack_book(); count = lambda t: len(base.tokenize(t))
 for seed in range(N):
-    depth = 0.05 + 0.9 * random.Random(f"{task}-{L}-{seed}").random()
+    depth = trial_depth(task, L, seed)
     tr = make_trial(task, L, depth, seed, count, book)
-    spans = [(count(tr.history[:a]), count(tr.history[:b])) for a, b in tr.needles]
+    spans = tr.needle_tokens(count)
     cfg = MegaConfig(); cfg = replace(cfg, working=replace(cfg.working, budget=1024))
     with tempfile.TemporaryDirectory() as tmp, MegaContext.open(Path(tmp)/"s", base, cfg, create=True) as mc:
         mc.policy = make_policy("lensnet", base=base, lookahead=not os.environ.get("NO_LOOKAHEAD"))

@@ -10,7 +10,6 @@ Prints, per trial and in total, whether each variant's greedy answer is right.
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
-from megacontext.eval.bench import _haystack_book
+from megacontext.eval.bench import _haystack_book, trial_depth
 from megacontext.eval.tasks import is_correct, make_trial
 from megacontext.focus import make_policy
 from megacontext.gisters import GistNetGister
@@ -55,9 +54,9 @@ def main() -> None:
     the = base.embed(torch.tensor(base.tokenize(" the")[-1:])).float()
     totals: dict[str, int] = {}
     for seed in range(args.trials):
-        depth = 0.05 + 0.9 * random.Random(f"{args.task}-{args.length}-{seed}").random()
+        depth = trial_depth(args.task, args.length, seed)
         trial = make_trial(args.task, args.length, depth, seed, count, book)
-        spans = [(count(trial.history[:a]), count(trial.history[:b])) for a, b in trial.needles]
+        spans = trial.needle_tokens(count)
         cfg = MegaConfig()
         cfg = replace(cfg, working=replace(cfg.working, budget=args.budget))
         with tempfile.TemporaryDirectory() as tmp, MegaContext.open(Path(tmp) / "s", base, cfg, create=True) as mc:

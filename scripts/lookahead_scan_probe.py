@@ -3,14 +3,14 @@
     python scripts/lookahead_scan_probe.py LENGTH TRIALS [TASK] [CHUNK]   # e.g. 32000 5 passkey 1024
 (GISTNET=path uses another L1 GistNet.) The measurement behind focus.LensNetFocus's lookahead.
 """
-import sys, tempfile, random, time
+import sys, tempfile, time
 import numpy as np, torch
 from dataclasses import replace
 from pathlib import Path
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.eval.tasks import make_trial
-from megacontext.eval.bench import _haystack_book
+from megacontext.eval.bench import _haystack_book, trial_depth
 from megacontext.nets.lensnet import LensNet, packaged_checkpoint
 from megacontext.runtime import MegaContext
 L = int(sys.argv[1]); N = int(sys.argv[2]); task = sys.argv[3] if len(sys.argv) > 3 else "passkey"
@@ -19,9 +19,9 @@ base = BaseModel.load(None); book = _haystack_book(); count = lambda t: len(base
 net, card = LensNet.load(packaged_checkpoint(base.info.name)); net.eval()
 ranks = []
 for seed in range(N):
-    depth = 0.05 + 0.9 * random.Random(f"{task}-{L}-{seed}").random()
+    depth = trial_depth(task, L, seed)
     tr = make_trial(task, L, depth, seed, count, book)
-    a, b = [(count(tr.history[:x]), count(tr.history[:y])) for x, y in tr.needles][0]
+    a, b = tr.needle_tokens(count)[0]
     with tempfile.TemporaryDirectory() as tmp, MegaContext.open(Path(tmp)/"s", base, MegaConfig(), create=True) as mc:
         import os
         if os.environ.get("GISTNET"):

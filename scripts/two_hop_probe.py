@@ -8,7 +8,7 @@ scan finds. Compares one- and two-hop LensNet focus on the same trials.
 from __future__ import annotations
 
 import argparse
-import random
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +17,7 @@ import numpy as np
 
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
-from megacontext.eval.bench import _haystack_book
+from megacontext.eval.bench import _haystack_book, trial_depth
 from megacontext.eval.tasks import is_correct, make_trial
 from megacontext.focus import LensNetFocus
 from megacontext.runtime import MegaContext
@@ -55,15 +55,14 @@ def main() -> None:
     book, count = _haystack_book(), (lambda text: len(base.tokenize(text)))
     totals = {"one hop": [0, 0.0], "two hops": [0, 0.0]}
     for seed in range(args.trials):
-        depth = 0.05 + 0.9 * random.Random(f"{args.task}-{args.length}-{seed}").random()
+        depth = trial_depth(args.task, args.length, seed)
         trial = make_trial(args.task, args.length, depth, seed, count, book)
-        spans = [(count(trial.history[:a]), count(trial.history[:b])) for a, b in trial.needles]
+        spans = trial.needle_tokens(count)
         with tempfile.TemporaryDirectory() as tmp:
             cfg = MegaConfig()
             cfg = replace(cfg, working=replace(cfg.working, budget=1024))
             with MegaContext.open(Path(tmp) / "s", base, cfg, create=True) as mc:
                 mc.append(trial.history)
-            import shutil
             line = []
             for name, policy in (("one hop", LensNetFocus(base)), ("two hops", TwoHop(base))):
                 shutil.copytree(Path(tmp) / "s", Path(tmp) / name)

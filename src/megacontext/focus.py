@@ -145,6 +145,7 @@ class LensNetFocus:
         self.lookahead = lookahead
         self._scan_key: tuple | None = None
         self._scan = None  # relevance logit of every L1 gist for the cached (store, length, question)
+        self._bonus: tuple | None = None  # (the scan it was derived from, its per-block bonus)
 
     def _query(self, query: Sequence[int]):
         import torch
@@ -187,14 +188,10 @@ class LensNetFocus:
         above the 99th percentile: `LOOK_BONUS · clip((z − z99) / 2, 0, LOOK_CAP)`."""
         import numpy as np
 
-        scan = self._scan_l1(inp.store, query)
         out = np.zeros(len(inp.wc.entries), dtype=np.float32)
-        if len(scan) < self.MIN_SCAN:
+        scan = self._block_bonus(self._scan_l1(inp.store, query))
+        if scan is None:
             return out
-        z = (scan - scan.mean()) / max(float(scan.std()), 1e-6)
-        scan = self.LOOK_BONUS * np.clip((z - np.percentile(z, 99)) / 2, 0, self.LOOK_CAP)
-        # A needle often straddles two blocks and only one stands out: its neighbours get most of its bonus.
-        scan = np.maximum(scan, self.NEIGHBOUR_SHARE * np.maximum(np.r_[0, scan[:-1]], np.r_[scan[1:], 0]))
         k = inp.wc.block_size
         for i, e in enumerate(inp.wc.entries):
             lo, hi = span(e, k)
@@ -202,6 +199,22 @@ class LensNetFocus:
             if lo < hi:
                 out[i] = scan[lo:hi].max()
         return out
+
+    def _block_bonus(self, scan):
+        """Per L1 block: its lookahead bonus (None when the history is too short for the statistics);
+        derived once per scan, reused by every refocus round of the question."""
+        import numpy as np
+
+        if self._bonus is not None and self._bonus[0] is scan:
+            return self._bonus[1]
+        bonus = None
+        if len(scan) >= self.MIN_SCAN:
+            z = (scan - scan.mean()) / max(float(scan.std()), 1e-6)
+            bonus = self.LOOK_BONUS * np.clip((z - np.percentile(z, 99)) / 2, 0, self.LOOK_CAP)
+            # A needle often straddles two blocks and only one stands out: its neighbours get most of its bonus.
+            bonus = np.maximum(bonus, self.NEIGHBOUR_SHARE * np.maximum(np.r_[0, bonus[:-1]], np.r_[bonus[1:], 0]))
+        self._bonus = (scan, bonus)
+        return bonus
 
     def _scan_l1(self, store, query: Sequence[int]):
         import numpy as np

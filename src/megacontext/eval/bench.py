@@ -39,6 +39,11 @@ TIERS = {
 }
 
 
+def trial_depth(task: str, length: int, seed: int) -> float:
+    """The needle depth of a tier's trial: seeded by (task, length, seed), uniform in 5–95%."""
+    return 0.05 + 0.9 * random.Random(f"{task}-{length}-{seed}").random()
+
+
 def grid(tier: Tier, tasks, lengths, budget: int | None):
     """(task, length, budget, seed, depth) for every trial, in a fixed order."""
     for task in tasks:
@@ -46,7 +51,7 @@ def grid(tier: Tier, tasks, lengths, budget: int | None):
         n = tier.passkey_trials if task == "passkey" else tier.trials
         for length in lengths:
             for seed in range(n):  # budgets innermost: per-trial work (ingest, surprisal) is shared by them
-                depth = 0.05 + 0.9 * random.Random(f"{task}-{length}-{seed}").random()
+                depth = trial_depth(task, length, seed)
                 for b in budgets:
                     yield task, length, b, seed, depth
 

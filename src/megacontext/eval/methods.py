@@ -264,9 +264,7 @@ class MegaContextMethod:
         cfg = MegaConfig()
         cfg = replace(cfg, gister=self.gister,
                       working=replace(cfg.working, budget=budget, positions=self.positions))
-        spans = [(len(self.base.tokenize(trial.history[:a])), len(self.base.tokenize(trial.history[:b])))
-                 for a, b in trial.needles]
-        ingested, ingest_s = _INGESTED.get(self.base, cfg, trial)
+        ingested, ingest_s, spans = _INGESTED.get(self.base, cfg, trial)
         with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:
             shutil.copytree(ingested, Path(tmp) / "s")
             with MegaContext.open(Path(tmp) / "s", self.base, cfg) as mc:
@@ -296,14 +294,16 @@ class MegaContextMethod:
 
 class _IngestCache:
     """The latest trial's history ingested once into a store that every MegaContext method copies (the
-    store does not depend on the focus policy or the budget); `ingest_s` is that one ingest's time."""
+    store does not depend on the focus policy or the budget); `ingest_s` is that one ingest's time and
+    `spans` the needles' token spans."""
 
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.tmp: tempfile.TemporaryDirectory | None = None
         self.ingest_s = 0.0
+        self.spans: list[tuple[int, int]] = []
 
-    def get(self, base: BaseModel, cfg: MegaConfig, trial: Trial) -> tuple[Path, float]:
+    def get(self, base: BaseModel, cfg: MegaConfig, trial: Trial) -> tuple[Path, float, list[tuple[int, int]]]:
         from megacontext.runtime import MegaContext
 
         key = (id(base), trial.key, trial.history, cfg.gister, cfg.store)
@@ -315,8 +315,9 @@ class _IngestCache:
                 t0 = time.perf_counter()
                 mc.append(trial.history)
                 self.ingest_s = time.perf_counter() - t0
+            self.spans = trial.needle_tokens(lambda text: len(base.tokenize(text)))
             self.key = key
-        return Path(self.tmp.name) / "s", self.ingest_s
+        return Path(self.tmp.name) / "s", self.ingest_s, self.spans
 
 
 _INGESTED = _IngestCache()

@@ -46,6 +46,10 @@ class Trial:
     def key(self) -> str:
         return f"{self.task}|{self.length}|{self.depth:.3f}|{self.seed}"
 
+    def needle_tokens(self, count: "Counter") -> list[tuple[int, int]]:
+        """`needles` as token spans of the tokenised history (`count`: text → token count)."""
+        return [(count(self.history[:a]), count(self.history[:b])) for a, b in self.needles]
+
 
 Counter = Callable[[str], int]  # text → token count
 

@@ -172,8 +172,7 @@ def qa_sample(base: BaseModel, books: list[np.ndarray], rng: np.random.Generator
     blocks = len(history) // k
     tail = int(rng.integers(*cfg.qa_tail_blocks))
     raw = set(range(cfg.qa_raw_blocks)) | set(range(blocks - tail, blocks))
-    for a, b in trial.needles:
-        lo, hi = count(trial.history[:a]), count(trial.history[:b])
+    for lo, hi in trial.needle_tokens(count):
         raw |= set(range(lo // k, (hi - 1) // k + 1))
     return QASample(history, frozenset(i for i in raw if 0 <= i < blocks),
                     np.asarray(base.tokenize(trial.prompt), dtype=np.int64),
@@ -188,6 +187,7 @@ def qa_rows(base: BaseModel, net: GistNet | None, sample: QASample, k: int, uppe
     blocks = len(hist) // k
     emb = base.embed(hist[:blocks * k].reshape(blocks, k)).float()
     gisted = [j for j in range(blocks) if j not in sample.raw_blocks]
+    row_of = {j: i for i, j in enumerate(gisted)}  # block → its row in `gists`
     gists = None
     if net is not None and gisted:
         with torch.set_grad_enabled(upper is None and torch.is_grad_enabled()):
@@ -197,7 +197,7 @@ def qa_rows(base: BaseModel, net: GistNet | None, sample: QASample, k: int, uppe
         whole = {g * k for g in range(blocks // k) if not sample.raw_blocks & set(range(g * k, (g + 1) * k))}
         if whole:
             starts = sorted(whole)
-            l1 = torch.stack([gists[[gisted.index(j) for j in range(a, a + k)]] for a in starts])
+            l1 = torch.stack([gists[[row_of[j] for j in range(a, a + k)]] for a in starts])
             l2 = dict(zip(starts, upper(l1, 2)))
     rows, j = [], 0
     while j < blocks:
@@ -208,7 +208,7 @@ def qa_rows(base: BaseModel, net: GistNet | None, sample: QASample, k: int, uppe
         if j in sample.raw_blocks:
             rows.append(emb[j])
         elif gists is not None:
-            rows.append(gists[gisted.index(j)][None])
+            rows.append(gists[row_of[j]][None])
         j += 1
     rest = torch.cat([hist[blocks * k:], torch.from_numpy(np.concatenate([sample.prompt, sample.answer])).to(base.device)])
     rows.append(base.embed(rest).float())

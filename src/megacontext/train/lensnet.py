@@ -79,8 +79,7 @@ def make_snapshots(out: str | Path, cfg: LabelConfig = LabelConfig(), model: str
             history_ids = base.tokenize(trial.history + trial.prompt)
             target = base.tokenize(" " + trial.answer)
             meta = {"source": "task", "task": task, "depth": trial.depth}
-            needles = [(len(base.tokenize(trial.history[:a])), len(base.tokenize(trial.history[:b])))
-                       for a, b in trial.needles]
+            needles = trial.needle_tokens(count)
         with tempfile.TemporaryDirectory() as tmp, MegaContext.open(Path(tmp) / "s", base, mcfg, create=True) as mc:
             mc.append_ids(history_ids)
             wc = mc.working_context()
