@@ -90,6 +90,21 @@ def test_megacontext_methods_share_one_ingest_without_changing_answers(tiny_base
     assert methods.make_method("mc_recency", tiny_base).run(trial, 256, 4).text == first.text
 
 
+def test_full_context_answers_once_per_trial(tiny_base, monkeypatch):
+    from megacontext.eval import methods
+
+    trial = make_trial("passkey", 600, 0.5, 0, lambda text: len(tiny_base.tokenize(text)), BOOK)
+    full = methods.make_method("full", tiny_base)
+    calls = []
+    real = methods.greedy
+    monkeypatch.setattr(methods, "greedy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    small, large = full.run(trial, 256, 4), full.run(trial, 1024, 4)  # the budget does not apply to it
+    assert small == large and small is not large and len(calls) == 1
+    other = make_trial("passkey", 600, 0.5, 1, lambda text: len(tiny_base.tokenize(text)), BOOK)
+    full.run(other, 256, 4)
+    assert len(calls) == 2
+
+
 def test_token_drop_reuses_surprisal_across_budgets(tiny_base):
     from megacontext.eval import methods
 

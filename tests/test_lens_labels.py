@@ -148,7 +148,7 @@ def test_relevance_only_snapshots_train_the_relevance_head(tmp_path, tiny_model_
 def test_lookahead_lifts_every_entry_over_an_outstanding_l1_block(tmp_path, tiny_base):
     """The lookahead scans all L1 gists once per question (cached) and gives the entries that cover a block
     standing far above the crowd — at any level — a bonus that outranks any predicted gain."""
-    from megacontext.focus import FocusInput, LensNetFocus
+    from megacontext.focus import FocusInput, LensNetFocus, RecencyFocus
     from megacontext.tree import span
 
     torch.manual_seed(0)
@@ -165,12 +165,17 @@ def test_lookahead_lifts_every_entry_over_an_outstanding_l1_block(tmp_path, tiny
         needle = 37
         policy._scan = np.zeros_like(scan) + np.random.default_rng(0).normal(0, 0.1, len(scan)).astype(np.float32)
         policy._scan[needle] = 5.0
-        bonus = policy._covered(FocusInput(wc, mc.store, query), query)
+        bonus = policy._covered(FocusInput(wc, mc.store, query, question=True), query)
         covers = [span(e, 8)[0] <= needle * 8 < span(e, 8)[1] for e in wc.entries]
         assert sum(covers) == 1 and wc.entries[covers.index(True)].level >= 2  # a coarse gist holds it
         assert bonus[covers.index(True)] == policy.LOOK_BONUS * policy.LOOK_CAP
         assert np.all(np.delete(bonus, covers.index(True)) < 0.5)
-        scores = policy.score(FocusInput(wc, mc.store, query))
+        scores = policy.score(FocusInput(wc, mc.store, query, question=True))
         assert max(range(len(scores)), key=lambda i: scores[i].gain) == covers.index(True)
         policy.lookahead = False
-        assert policy.score(FocusInput(wc, mc.store, query))[covers.index(True)].gain < scores[covers.index(True)].gain
+        assert policy.score(FocusInput(wc, mc.store, query, question=True))[covers.index(True)].gain < scores[covers.index(True)].gain
+        # Continuing the text (no new question): the recency prior alone, whatever LensNet would say.
+        policy.lookahead = True
+        plain = policy.score(FocusInput(wc, mc.store, query))
+        assert plain == RecencyFocus().score(FocusInput(wc, mc.store, query))
+        assert max(range(len(plain)), key=lambda i: plain[i].gain) == len(wc.entries) - 1

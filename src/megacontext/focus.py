@@ -20,6 +20,7 @@ class FocusInput:
     wc: WorkingContext
     store: Any = None  # megacontext.store.Store, for policies that read gists
     query_ids: Sequence[int] = ()  # the newest raw tokens (the question)
+    question: bool = False  # refocusing for new input (a question) rather than to continue the text
 
 
 class FocusPolicy(Protocol):
@@ -124,7 +125,14 @@ class LensNetFocus:
     gists of a 32k passkey history, 5 of 5; the L2 gist around it ranked 11th–28th of 41 entries).
     So once per question LensNet scans every L1 gist of the history (in chunks of `scan_chunk`), and an
     entry's relevance is the best relevance among the L1 blocks it covers: focus descends straight
-    to the needle, one level per round, within the answer's refocus rounds."""
+    to the needle, one level per round, within the answer's refocus rounds.
+
+    LensNet scores only refocus for new input (a question). Continuing the text (appends, scoring a
+    continuation, decoding) uses the recency prior: there LensNet's gain/loss predictions opened old
+    blocks and collapsed recent text, and the next tokens depend on the recent text most. Long-document
+    NLL at 32k, 8 trials (`python scripts/doc_nll_probe.py --length 32000 --trials 8 --short
+    --policies recency,lensnet:question`): LensNet +0.107 nats/token over truncation's, recency +0.021; the
+    retrieval tasks at 32k and 128k answer the same either way."""
 
     name = "lensnet"
     scan_chunk = 1024  # L1 gists per LensNet pass of the lookahead scan (keeps its cost linear)
@@ -157,6 +165,8 @@ class LensNetFocus:
 
         from megacontext.train.lens_labels import features
 
+        if not inp.question:  # continuing the text: recency beats LensNet's predictions (class doc)
+            return RecencyFocus().score(inp)
         entries, levels, distances, query = features(inp.store, inp.wc, self.net.config.query_tokens)
         if inp.query_ids:
             query = list(inp.query_ids)[-self.net.config.query_tokens:]

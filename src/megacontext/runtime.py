@@ -229,8 +229,8 @@ class MegaContext:
                     pass  # stale or foreign state: start afresh below
         return cold_start(total, self.k, budget, self.protected)
 
-    def _scores(self, wc: WorkingContext, query_ids: Sequence[int] = ()) -> list[allocator.EntryScore]:
-        return self.policy.score(FocusInput(wc, self.store, tuple(query_ids)))
+    def _scores(self, wc: WorkingContext, query_ids: Sequence[int] = (), trigger: str = "") -> list[allocator.EntryScore]:
+        return self.policy.score(FocusInput(wc, self.store, tuple(query_ids), question=trigger == "new_input"))
 
     def _grow(self, wc: WorkingContext, num_tokens: int, budget: int, trigger: str = "room",
               reserve: int = 0) -> WorkingContext:
@@ -280,7 +280,7 @@ class MegaContext:
         for _ in range(rounds):
             t0 = time.perf_counter()
             plan = allocator.plan(
-                wc, self._scores(wc, query_ids), budget, config=config,
+                wc, self._scores(wc, query_ids, trigger), budget, config=config,
                 protected_tokens=self.protected, history=self._history, step=self._step,
             )
             ms = (time.perf_counter() - t0) * 1e3

@@ -146,8 +146,15 @@ class FullContext(Method):
 
     max_length = MODEL_WINDOW - 128
 
+    def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
+        super().__init__(base, name)
+        self._memo: tuple[tuple, Outcome] | None = None  # the last trial's outcome: the budget changes nothing
+
     def run(self, trial, budget, max_new_tokens=16):
-        return super().run(trial, 10**9, max_new_tokens)
+        key = (trial.key, trial.history, max_new_tokens)
+        if self._memo is None or self._memo[0] != key:
+            self._memo = (key, super().run(trial, 10**9, max_new_tokens))
+        return replace(self._memo[1])
 
     def select(self, hist, room, trial):
         return hist
