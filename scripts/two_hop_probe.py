@@ -1,6 +1,7 @@
 """Two-hop lookahead, an experiment: after the question's scan, scan again with the raw text of each of its
 `--top` most outstanding blocks appended to the question (newest) (the first hop, e.g. `VAR Y = VAR X.`), and lift what either
-scan finds. Compares one- and two-hop LensNet focus on the same trials.
+scan finds. Compares one- and two-hop LensNet focus on the same trials. (Session 3 measured it before the
+lexical match joined the scan; it now runs on top of the current lookahead.)
 
     python scripts/two_hop_probe.py --task vartrack --length 32000 --trials 6
 """
@@ -26,21 +27,18 @@ from megacontext.runtime import MegaContext
 class TwoHop(LensNetFocus):
     TOP = 3
 
-    def _scan_l1(self, store, query):
-        first = super()._scan_l1(store, query)
-        key = self._scan_key
-        if len(first) < self.MIN_SCAN:
+    def _scan_l1(self, store, query, n):
+        first = super()._scan_l1(store, query, n)
+        if n < self.MIN_SCAN:
             return first
         k = store.block_size
         z = lambda s: (s - s.mean()) / max(float(s.std()), 1e-6)  # noqa: E731
         combined = z(first)
         for top in np.argsort(-first)[:self.TOP]:  # each of the most outstanding blocks may be a first hop
             hop = [int(t) for t in store.read_tokens(int(top) * k, (int(top) + 1) * k)]
-            second = super()._scan_l1(store, tuple(list(query) + hop)[-self.net.config.query_tokens:])  # newest last
+            second = super()._scan_l1(store, tuple(list(query) + hop)[-self.net.config.query_tokens:], n)  # newest last
             combined = np.maximum(combined, z(second))
-        combined = combined.astype(np.float32)
-        self._scan_key, self._scan = key, combined  # cached under the question's key
-        return combined
+        return combined.astype(np.float32)  # cached with the question's scan by LensNetFocus._scan
 
 
 def main() -> None:

@@ -123,9 +123,11 @@ class LensNetFocus:
     Lookahead: a coarse gist (one vector per 1,024 or 32,768 tokens) rarely shows that a needle sits
     inside it, but the needle's L1 gist does (the relevance head ranks it first among all 1,000 L1
     gists of a 32k passkey history, 5 of 5; the L2 gist around it ranked 11th–28th of 41 entries).
-    So once per question LensNet scans every L1 gist of the history (in chunks of `scan_chunk`), and an
-    entry's relevance is the best relevance among the L1 blocks it covers: focus descends straight
-    to the needle, one level per round, within the answer's refocus rounds.
+    So once per question LensNet scans every L1 gist of the history (in chunks of `scan_chunk`), the
+    question's words and word pairs are matched against every block's raw tokens (`lexical_scan`: the
+    gists blur which door or which UUID a statement names), and an entry's bonus is the best among the
+    L1 blocks it covers: focus descends straight to the needle, one level per round, within the answer's
+    refocus rounds, and stops once what the scan singled out is raw.
 
     LensNet scores only refocus for new input (a question). Continuing the text (appends, scoring a
     continuation, decoding) uses the recency prior: there LensNet's gain/loss predictions opened old
@@ -152,7 +154,7 @@ class LensNetFocus:
         self.scale = float(self.card.get("label_scale", 10.0))
         self.lookahead = lookahead
         self._scan_key: tuple | None = None
-        self._scan = None  # relevance logit of every L1 gist for the cached (store, length, question)
+        self._scan = None  # the score (z) of every L1 block for the cached (store, length, question)
         self._bonus: tuple | None = None  # (the scan it was derived from, its per-block bonus)
 
     def _query(self, query: Sequence[int]):
@@ -170,6 +172,16 @@ class LensNetFocus:
         entries, levels, distances, query = features(inp.store, inp.wc, self.net.config.query_tokens)
         if inp.query_ids:
             query = list(inp.query_ids)[-self.net.config.query_tokens:]
+        look = self._covered(inp, query).tolist() if self.lookahead else [0.0] * len(inp.wc.entries)
+        singled_out = [b >= self.SINGLED_OUT for b in look]
+        if any(singled_out):
+            if all(e.level == 0 for e, hit in zip(inp.wc.entries, singled_out) if hit):
+                # The question's focus is complete: nothing scores, so the refocus stops here.
+                return [EntryScore(0.0, 0.0) for _ in look]
+            # Open what the scan singled out over the recency prior, as the oracle opens a known needle.
+            # LensNet's predicted gains here opened hundreds of L1 gists for recent raw text (book passkey
+            # at 32k: 2 of 6 answers lost, the needle raw) and look-alike keys beside the asked one.
+            return [EntryScore(s.gain + b, s.loss + b) for s, b in zip(RecencyFocus().score(inp), look)]
         with torch.no_grad():
             q = self._query(query)
             dev = self.base.device
@@ -178,7 +190,6 @@ class LensNetFocus:
         # Relevance (probability that the entry covers what the question asks for) lifts both scores:
         # relevant gists are opened first and relevant entries are the last to be collapsed.
         rel = torch.sigmoid(out[:, 2] * self.scale).tolist()
-        look = self._covered(inp, query).tolist() if self.lookahead else [0.0] * len(rel)
         return [EntryScore(float(g) + r + b, float(l) + r + b) for (g, l, _), r, b in zip(out.tolist(), rel, look)]
 
     LOOK_BONUS = 2.0  # nats/token per 2 std above the 99th percentile: above any predicted gain
@@ -186,23 +197,30 @@ class LensNetFocus:
     # blocks the most outstanding opens first: in 128k of book text a saturating bonus (cap 1) let a dozen
     # book blocks tie with the needle, and recency broke the tie.
     LOOK_CAP = 4.0
-    NEIGHBOUR_SHARE = 0.75  # of an outstanding block's bonus, given to the blocks either side of it
-    MIN_SCAN = 16  # fewer L1 gists than this: no lookahead (the statistics below need a crowd)
+    # Only blocks within LOOK_MARGIN std of the best get a bonus (graded to 0 at the margin): look-alike
+    # keys opened beside the asked one cost the answer (multi-key at 32k, 6 trials: all five doors raw
+    # 2/6, the asked one alone 5/6), and the asked one leads the next look-alike by 1–4.7 std
+    # (scripts/lexical_scan_probe.py, multi-key and UUID at 32k).
+    LOOK_MARGIN = 1.0
+    LENS_WEIGHT = 0.25  # of LensNet's relevance z-score, added to the lexical one (scripts/lexical_scan_probe.py)
+    # Of an outstanding block's bonus, given to the blocks either side (NEIGHBOUR_SHARE) and to the second
+    # block after it (FOLLOW_SHARE): a needle straddles blocks, and an answer follows the words that name it
+    # — a UUID value runs ~25 tokens past its key (UUID at 32k, 6 trials: the statement 63–100% raw with
+    # one neighbour a side, 100% with two).
+    NEIGHBOUR_SHARE = 0.75
+    FOLLOW_SHARE = 0.5
+    SINGLED_OUT = 1.0  # bonus (nats/token) above which a block must be raw before the question's focus is done
+    MIN_SCAN = 16  # fewer L1 blocks than this: no lookahead (the statistics below need a crowd)
 
     def _covered(self, inp: FocusInput, query: Sequence[int]):
-        """Per entry: the lookahead bonus of the best L1 block it covers (0 where it covers none).
-
-        The scan's logits are not calibrated across histories (all strongly negative on a 32k passkey
-        history), but the needle stands out from the crowd: z-scores 3–10 against a 99th percentile near
-        1.5 (passkey, book passkey, multi-key at 32k). So a block's bonus grows with how far it stands
-        above the 99th percentile: `LOOK_BONUS · clip((z − z99) / 2, 0, LOOK_CAP)`."""
+        """Per entry: the lookahead bonus of the best L1 block it covers (0 where it covers none)."""
         import numpy as np
 
         out = np.zeros(len(inp.wc.entries), dtype=np.float32)
-        scan = self._block_bonus(self._scan_l1(inp.store, query))
+        k = inp.wc.block_size
+        scan = self._block_bonus(self._scan_blocks(inp.store, query, inp.query_ids, k))
         if scan is None:
             return out
-        k = inp.wc.block_size
         for i, e in enumerate(inp.wc.entries):
             lo, hi = span(e, k)
             lo, hi = lo // k, min(hi // k, len(scan))
@@ -210,41 +228,101 @@ class LensNetFocus:
                 out[i] = scan[lo:hi].max()
         return out
 
-    def _block_bonus(self, scan):
-        """Per L1 block: its lookahead bonus (None when the history is too short for the statistics);
-        derived once per scan, reused by every refocus round of the question."""
+    def _block_bonus(self, z):
+        """Per L1 block: its lookahead bonus from its score `z` (None when the history is too short for
+        the statistics); derived once per scan, reused by every refocus round of the question.
+
+        `LOOK_BONUS · clip((z − z99) / 2, 0, LOOK_CAP)`, scaled down to 0 for blocks LOOK_MARGIN below
+        the best: a block must stand out from the crowd and come close to the best one."""
         import numpy as np
 
-        if self._bonus is not None and self._bonus[0] is scan:
+        if self._bonus is not None and self._bonus[0] is z:
             return self._bonus[1]
         bonus = None
-        if len(scan) >= self.MIN_SCAN:
-            z = (scan - scan.mean()) / max(float(scan.std()), 1e-6)
-            bonus = self.LOOK_BONUS * np.clip((z - np.percentile(z, 99)) / 2, 0, self.LOOK_CAP)
-            # A needle often straddles two blocks and only one stands out: its neighbours get most of its bonus.
-            bonus = np.maximum(bonus, self.NEIGHBOUR_SHARE * np.maximum(np.r_[0, bonus[:-1]], np.r_[bonus[1:], 0]))
-        self._bonus = (scan, bonus)
+        if len(z) >= self.MIN_SCAN:
+            strength = np.clip((z - np.percentile(z, 99)) / 2, 0, self.LOOK_CAP)
+            near_best = np.clip((z - (z.max() - self.LOOK_MARGIN)) / self.LOOK_MARGIN, 0, 1)
+            bonus = self.LOOK_BONUS * strength * near_best
+            # A needle often straddles blocks and only one stands out: its neighbours get a share of its bonus.
+            of_next, of_previous, of_two_back = np.r_[bonus[1:], 0], np.r_[0, bonus[:-1]], np.r_[0, 0, bonus[:-2]]
+            bonus = np.maximum.reduce([bonus, self.NEIGHBOUR_SHARE * np.maximum(of_next, of_previous),
+                                       self.FOLLOW_SHARE * of_two_back])
+        self._bonus = (z, bonus)
         return bonus
 
-    def _scan_l1(self, store, query: Sequence[int]):
+    def _scan_blocks(self, store, query: Sequence[int], question: Sequence[int], block_size: int):
+        """Per complete L1 block: how well it answers the question, as a z-score over the history's blocks
+        (cached per store, length and question). The lexical match of the question's words
+        (`lexical_scan`) picks the block that names what the question names; LensNet's relevance of the
+        block's gist (weighted LENS_WEIGHT) breaks ties and alone decides when no word matches.
+
+        LensNet's relevance logits are not calibrated across histories (all strongly negative on a 32k
+        passkey history), but the needle stands out from the crowd: z-scores 3–10 against a 99th
+        percentile near 1.5 (passkey, book passkey, multi-key at 32k). Alone it ranks the look-alike keys
+        of multi-key and UUID trials as high as the asked one; the lexical match ranks the asked one first
+        (multi-key 5/6, UUID 5/6 at 32k with both; LensNet alone 0/6 and 1/6)."""
+        import numpy as np
+
+        n = store.counts[1] if len(store.counts) > 1 else 0  # complete L1 gists
+        key = (id(store), store.path, n, tuple(query), tuple(question))
+        if key != self._scan_key:
+            lens = self._scan_l1(store, query, n)
+            before = min(n, max(0, store.num_tokens - len(question)) // block_size)  # blocks before the question
+            lex = np.zeros(n)
+            lex[:before] = lexical_scan(store, question, before, block_size)
+            z = _zscore(lens) * (self.LENS_WEIGHT if lex.any() else 1.0) + _zscore(lex)
+            self._scan_key, self._scan = key, z
+        return self._scan
+
+    def _scan_l1(self, store, query: Sequence[int], n: int):
+        """LensNet's relevance logit of each of the first `n` L1 gists (in chunks of `scan_chunk`)."""
         import numpy as np
         import torch
 
-        n = store.counts[1] if len(store.counts) > 1 else 0  # complete L1 gists
-        key = (id(store), store.path, n, tuple(query))
-        if key != self._scan_key:
-            logits = np.zeros(n, dtype=np.float32)
-            q = self._query(query)
-            dev = self.base.device
-            with torch.no_grad():
-                for lo in range(0, n, self.scan_chunk):
-                    hi = min(n, lo + self.scan_chunk)
-                    gists = torch.from_numpy(store.read_gists(1, lo, hi)).to(dev)[None]
-                    dist = torch.arange(n - lo - 1, n - hi - 1, -1, dtype=torch.float32, device=dev)[None]
-                    ones = torch.ones(1, hi - lo, dtype=torch.long, device=dev)
-                    logits[lo:hi] = self.net(gists, ones, dist, q)[0, :, 2].float().cpu().numpy()
-            self._scan_key, self._scan = key, logits
-        return self._scan
+        logits = np.zeros(n, dtype=np.float32)
+        q = self._query(query)
+        dev = self.base.device
+        with torch.no_grad():
+            for lo in range(0, n, self.scan_chunk):
+                hi = min(n, lo + self.scan_chunk)
+                gists = torch.from_numpy(store.read_gists(1, lo, hi)).to(dev)[None]
+                dist = torch.arange(n - lo - 1, n - hi - 1, -1, dtype=torch.float32, device=dev)[None]
+                ones = torch.ones(1, hi - lo, dtype=torch.long, device=dev)
+                logits[lo:hi] = self.net(gists, ones, dist, q)[0, :, 2].float().cpu().numpy()
+        return logits
+
+
+def _zscore(x):
+    return (x - x.mean()) / max(float(x.std()), 1e-6)
+
+
+def lexical_scan(store, query: Sequence[int], blocks: int | None = None, block_size: int = 32):
+    """Per L1 block of the history: the IDF-weighted count of the question's distinct tokens and token
+    pairs found in the block or half a block either side of it (a sentence cut by a block boundary
+    still counts whole), over the first `blocks` blocks (default: every complete one). Terms found
+    nowhere, or near more than half of the blocks, count nothing. It singles out the block that names
+    what the question names (the red door, this UUID) among look-alikes that LensNet's relevance scores
+    alike; pairs matter for names spelled in common pieces (a UUID's digits and letters)."""
+    import numpy as np
+
+    n = store.num_tokens // block_size if blocks is None else blocks
+    out = np.zeros(n, dtype=np.float64)
+    if n == 0:
+        return out
+    half = block_size // 2
+    ids = store.read_tokens(0, n * block_size).astype(np.int64)
+    q = np.asarray(list(query), dtype=np.int64)
+    pairs = np.r_[(ids[:-1] << 32) | ids[1:], -1]  # the pair starting at each token
+    terms = [(ids, set(q.tolist())), (pairs, set(((q[:-1] << 32) | q[1:]).tolist()))]
+    for seq, wanted in terms:
+        halves = seq.reshape(2 * n, half)
+        for t in wanted:
+            h = np.r_[False, (halves == t).any(axis=1), False]  # padded: half-block j is h[j + 1]
+            hit = h[0:-3:2] | h[1:-2:2] | h[2:-1:2] | h[3::2]  # halves 2i−1 … 2i+2 around block i
+            df = int(hit.sum())
+            if 0 < df <= n // 2:
+                out += hit * np.log(n / df)
+    return out
 
 
 class PinnedPrefix:

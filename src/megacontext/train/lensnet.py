@@ -231,6 +231,7 @@ def train_lensnet(labels: str, out_dir: str = "runs/lensnet", steps: int = 2000,
     from megacontext.train.loop import TrainConfig, train
 
     base = BaseModel.load(model, device=device)
+    torch.manual_seed(seed)  # the initialisation too, not only the batches: a run is reproducible from its card
     net = LensNet(LensNetConfig(dim=base.info.dim, target_norm=base.token_norm)).to(base.device)
     task = LensTask(base, net, labels, LensTaskConfig(), batch_size, seed)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, out_dir=out_dir,
