@@ -133,8 +133,9 @@ class LensNetFocus:
     continuation, decoding) uses the recency prior: there LensNet's gain/loss predictions opened old
     blocks and collapsed recent text, and the next tokens depend on the recent text most. Long-document
     NLL at 32k, 8 trials (`python scripts/doc_nll_probe.py --length 32000 --trials 8 --short
-    --policies recency,lensnet:question`): LensNet +0.107 nats/token over truncation's, recency +0.021; the
-    retrieval tasks at 32k and 128k answer the same either way."""
+    --policies recency,lensnet:question`, before the lexical scan joined the lookahead): LensNet +0.107
+    nats/token over truncation's, recency +0.021; the retrieval tasks at 32k and 128k answered the same
+    either way."""
 
     name = "lensnet"
     scan_chunk = 1024  # L1 gists per LensNet pass of the lookahead scan (keeps its cost linear)
