@@ -106,8 +106,8 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
     made_by = ("the 'mean' stand-in (the mean of the token embeddings)" if gister == "mean"
                else "the trained GistNet")
     if mc_policy_name == "lensnet":
-        print(f"\nWhat happened: gists come from {made_by}; the learned LensNet chose what to read raw "
-              f"({raw:,} of {total:,} tokens, the newest ones and what it found relevant to the question). "
+        print(f"\nWhat happened: gists come from {made_by}; focus chose what to read raw ({raw:,} of {total:,} "
+              "tokens: the newest ones, and the block that LensNet's relevance and the question's words single out). "
               "Gists do not keep exact digits: the answer is right only when focus opened the pass key's block.")
     else:
         print(f"\nWhat happened: gists come from {made_by} and focus from the '{mc_policy_name}' stand-in (newest "
