@@ -200,8 +200,8 @@ class LensNetFocus:
     LOOK_CAP = 4.0
     # Only blocks within LOOK_MARGIN std of the best get a bonus (graded to 0 at the margin): look-alike
     # keys opened beside the asked one cost the answer (multi-key at 32k, 6 trials: all five doors raw
-    # 2/6, the asked one alone 5/6), and the asked one leads the next look-alike by 1–4.7 std
-    # (scripts/lexical_scan_probe.py, multi-key and UUID at 32k).
+    # 2/6, the asked one alone 5/6), and the asked one leads the best look-alike by 2–4 std (multi-key) and
+    # 9–15 std (UUID) at 32k (scripts/lexical_scan_probe.py).
     LOOK_MARGIN = 1.0
     LENS_WEIGHT = 0.25  # of LensNet's relevance z-score, added to the lexical one (scripts/lexical_scan_probe.py)
     # Of an outstanding block's bonus, given to the blocks either side (NEIGHBOUR_SHARE) and to the second
@@ -260,8 +260,8 @@ class LensNetFocus:
         LensNet's relevance logits are not calibrated across histories (all strongly negative on a 32k
         passkey history), but the needle stands out from the crowd: z-scores 3–10 against a 99th
         percentile near 1.5 (passkey, book passkey, multi-key at 32k). Alone it ranks the look-alike keys
-        of multi-key and UUID trials as high as the asked one; the lexical match ranks the asked one first
-        (multi-key 5/6, UUID 5/6 at 32k with both; LensNet alone 0/6 and 1/6)."""
+        of multi-key and UUID trials as high as the asked one; with the lexical match the asked one ranks
+        first (multi-key 5/6, UUID 6/6 at 32k; LensNet alone 0/6 and 1/6)."""
         import numpy as np
 
         n = store.counts[1] if len(store.counts) > 1 else 0  # complete L1 gists
