@@ -170,9 +170,9 @@ class LensNetFocus:
 
         if not inp.question:  # continuing the text: recency beats LensNet's predictions (class doc)
             return RecencyFocus().score(inp)
-        entries, levels, distances, query = features(inp.store, inp.wc, self.net.config.query_tokens)
-        if inp.query_ids:
-            query = list(inp.query_ids)[-self.net.config.query_tokens:]
+        window = self.net.config.query_tokens
+        entry_features = None if inp.query_ids else features(inp.store, inp.wc, window)
+        query = list(inp.query_ids)[-window:] if inp.query_ids else entry_features[3]
         look = self._covered(inp, query).tolist() if self.lookahead else [0.0] * len(inp.wc.entries)
         singled_out = [b >= self.SINGLED_OUT for b in look]
         if any(singled_out):
@@ -183,6 +183,9 @@ class LensNetFocus:
             # LensNet's predicted gains here opened hundreds of L1 gists for recent raw text (book passkey
             # at 32k: 2 of 6 answers lost, the needle raw) and look-alike keys beside the asked one.
             return [EntryScore(s.gain + b, s.loss + b) for s, b in zip(RecencyFocus().score(inp), look)]
+        # Only LensNet's own scores need every entry's features (gists read from the store): not built above
+        # for a question, whose rounds mostly end in the two returns before this line.
+        entries, levels, distances, _ = entry_features or features(inp.store, inp.wc, window)
         with torch.no_grad():
             q = self._query(query)
             dev = self.base.device
