@@ -186,3 +186,27 @@ def test_question_refocus_may_make_more_moves_than_decoding(tmp_path, tiny_base,
         assert answer.rows_used <= 160
         first = answer.plans[0]["moves"]
         assert len(first) <= moves and (len(first) > 4) == (moves > 4)
+
+
+@pytest.mark.parametrize("target_bonus, needle_raw", [(None, True), (10.0, False)])
+def test_question_target_outranks_pinned_prefix_when_both_do_not_fit(tmp_path, tiny_base, monkeypatch,
+                                                                      target_bonus, needle_raw):
+    """Regression: at a tight budget the pinned prefix (+10) took the rows the needle's descent needed
+    (passkey at 32k, W = 256: 0/17). A target outranks the whole prefix; with the old equal rank the
+    needle stays a gist."""
+    from megacontext import focus
+    from megacontext.focus import make_policy
+
+    if target_bonus is not None:
+        monkeypatch.setattr(focus, "TARGET_BONUS", target_bonus)
+    cfg = config(budget=56, protected=8)
+    cfg = replace(cfg, working=replace(cfg.working, pinned_tokens=16))
+    with MegaContext.open(tmp_path / "s", tiny_base, cfg, create=True) as mc:
+        mc.append(TEXT * 12)  # 4,368 tokens: four levels of gists at K = 8
+        n = mc.store.num_tokens
+        needle = (n // 2 + 3, n // 2 + 7)
+        mc.policy = make_policy("oracle", targets=[needle])
+        answer = mc.generate(" a good", max_new_tokens=2, budget=56)
+        assert answer.rows_used <= 56
+        raw = {e.index for e in mc.current.entries if e.level == 0}
+        assert (needle[0] // 8 in raw) == needle_raw

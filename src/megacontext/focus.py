@@ -31,6 +31,15 @@ class FocusPolicy(Protocol):
 
 FOCUS_POLICIES: dict[str, Callable[..., FocusPolicy]] = {}
 
+# Score offsets (nats/token, far above any predicted gain) that rank what must be raw. The pinned prefix
+# (instructions, attention sinks) is kept raw when it can be; what a question asks for (the oracle's
+# known needle, the blocks the lookahead singles out) outranks it: at W = 256 and 32k history the two
+# can't both be raw, and the prefix won every trial (passkey 0/17, the needle's L1 block a gist). A
+# collapse's loss is the sum over the entries it merges, so a target must outweigh the whole prefix
+# at once (2 entries at the defaults; 10 allows a prefix of up to 10 blocks).
+PINNED_BONUS = 10.0
+TARGET_BONUS = 10 * PINNED_BONUS
+
 
 def register(name: str):
     def deco(factory):
@@ -108,7 +117,7 @@ class OracleFocus:
         for e, base in zip(inp.wc.entries, self.recency.score(inp)):
             start, end = span(e, k)
             hit = any(a < end and b > start for a, b in self.targets)
-            out.append(EntryScore(10.0 + base.gain, 10.0 + base.loss) if hit else base)
+            out.append(EntryScore(TARGET_BONUS + base.gain, TARGET_BONUS + base.loss) if hit else base)
         return out
 
 
@@ -182,7 +191,9 @@ class LensNetFocus:
             # Open what the scan singled out over the recency prior, as the oracle opens a known needle.
             # LensNet's predicted gains here opened hundreds of L1 gists for recent raw text (book passkey
             # at 32k: 2 of 6 answers lost, the needle raw) and look-alike keys beside the asked one.
-            return [EntryScore(s.gain + b, s.loss + b) for s, b in zip(RecencyFocus().score(inp), look)]
+            # The singled-out blocks also outrank the pinned prefix (TARGET_BONUS), graded among themselves.
+            return [EntryScore(s.gain + b + TARGET_BONUS * hit, s.loss + b + TARGET_BONUS * hit)
+                    for s, b, hit in zip(RecencyFocus().score(inp), look, singled_out)]
         # Only LensNet's own scores need every entry's features (gists read from the store): not built above
         # for a question, whose rounds mostly end in the two returns before this line.
         entries, levels, distances, _ = entry_features or features(inp.store, inp.wc, window)
@@ -197,9 +208,9 @@ class LensNetFocus:
         return [EntryScore(float(g) + r + b, float(l) + r + b) for (g, l, _), r, b in zip(out.tolist(), rel, look)]
 
     LOOK_BONUS = 2.0  # nats/token per 2 std above the 99th percentile: above any predicted gain
-    # Graded up to LOOK_CAP × LOOK_BONUS (below the pinned prefix's +10), so that among several outstanding
-    # blocks the most outstanding opens first: in 128k of book text a saturating bonus (cap 1) let a dozen
-    # book blocks tie with the needle, and recency broke the tie.
+    # Graded up to LOOK_CAP × LOOK_BONUS, so that among several outstanding blocks the most outstanding
+    # opens first: in 128k of book text a saturating bonus (cap 1) let a dozen book blocks tie with the
+    # needle, and recency broke the tie.
     LOOK_CAP = 4.0
     # Only blocks within LOOK_MARGIN std of the best get a bonus (graded to 0 at the margin): look-alike
     # keys opened beside the asked one cost the answer (multi-key at 32k, 6 trials: all five doors raw
@@ -334,7 +345,7 @@ class PinnedPrefix:
     the answer, so the allocator opens them first and collapses them last. A preference, not an
     invariant: when the budget can't hold them, they stay gists."""
 
-    BONUS = 10.0
+    BONUS = PINNED_BONUS
 
     def __init__(self, inner: FocusPolicy, tokens: int) -> None:
         self.inner, self.tokens = inner, tokens
