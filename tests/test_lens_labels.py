@@ -244,3 +244,35 @@ def test_lookahead_bonus_goes_to_the_best_block_not_to_look_alikes(tiny_base, tm
         0, policy.NEIGHBOUR_SHARE, policy.NEIGHBOUR_SHARE, policy.FOLLOW_SHARE]  # the answer follows its key
     assert bonus[200] == pytest.approx(bonus[100] / 2) and bonus[300] == 0 and bonus[50] == 0
     assert policy._block_bonus(z) is bonus  # derived once per scan
+
+
+def test_lensnet_gains_below_the_floor_open_nothing(tmp_path, tiny_base):
+    """LensNet's own predicted gains under GAIN_FLOOR are noise and open nothing: exchanging them for
+    equally noisy losses churned a question's refocus through every round (multi-key at 1k)."""
+    from megacontext.focus import FocusInput, LensNetFocus
+
+    net = LensNet(LensNetConfig(dim=tiny_base.info.dim, hidden=32, heads=4, query_tokens=16))
+    net.save(tmp_path / "lens", {"kind": "lensnet"})
+    policy = LensNetFocus(tiny_base, checkpoint=str(tmp_path / "lens.safetensors"))
+    predicted = {}
+
+    class Fixed(torch.nn.Module):  # gains 0…0.3 nats/token, losses −0.02, relevance ≈ 0
+        config = policy.net.config
+
+        def forward(self, entries, levels, distances, query):
+            n = entries.shape[1]
+            predicted["gain"] = torch.linspace(0.0, 0.3, n, device=entries.device)
+            out = torch.stack([predicted["gain"], torch.full((n,), -0.02), torch.full((n,), -1.0)], dim=-1)
+            return out[None] * policy.scale
+
+    policy.net = Fixed()
+    with _mc(tmp_path, tiny_base) as mc:
+        mc.append(TEXT * 4)
+        wc = mc.working_context(160)
+        held = set(mc.store.read_tokens(0, mc.store.num_tokens).tolist())
+        question = (next(t for t in range(1, 10**6) if t not in held),)  # no lexical match: LensNet decides
+        scores = policy.score(FocusInput(wc, mc.store, question, question=True))
+    gains = predicted["gain"].tolist()
+    assert [s.gain for s in scores] == pytest.approx([g if g > policy.GAIN_FLOOR else 0.0 for g in gains], abs=1e-4)
+    assert 0 < sum(s.gain > 0 for s in scores) < len(scores)
+    assert all(s.loss == pytest.approx(-0.02, abs=1e-4) for s in scores)

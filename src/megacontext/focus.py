@@ -205,7 +205,14 @@ class LensNetFocus:
         # Relevance (probability that the entry covers what the question asks for) lifts both scores:
         # relevant gists are opened first and relevant entries are the last to be collapsed.
         rel = torch.sigmoid(out[:, 2] * self.scale).tolist()
-        return [EntryScore(float(g) + r + b, float(l) + r + b) for (g, l, _), r, b in zip(out.tolist(), rel, look)]
+        gains = [float(g) + r + b for (g, _, _), r, b in zip(out.tolist(), rel, look)]
+        return [EntryScore(gain if gain > self.GAIN_FLOOR else 0.0, float(l) + r + b)
+                for gain, (_, l, _), r, b in zip(gains, out.tolist(), rel, look)]
+
+    # Gains below this open nothing: LensNet's own gain/loss heads order held-out moves only 60% right
+    # (its card's pair_acc), and exchanging 0.02-nat predictions for −0.02-nat losses churned the working
+    # context through all 8 rounds of a question (multi-key at 1k, 3 swaps a round, a 3-round cycle).
+    GAIN_FLOOR = 0.1
 
     LOOK_BONUS = 2.0  # nats/token per 2 std above the 99th percentile: above any predicted gain
     # Graded up to LOOK_CAP × LOOK_BONUS, so that among several outstanding blocks the most outstanding
