@@ -228,6 +228,10 @@ def test_lexical_scan_counts_rare_question_tokens_near_each_block():
     ids[9], ids[10], ids[40], ids[50] = 5, 6, 5, 6
     scores = lexical_scan(Tokens(ids), [2, 5, 6], block_size=4)
     assert scores.argmax() == 2 and scores[2] > scores[10] + 1
+    # Excluded terms count nothing: without the pair (5, 6) block 2 loses exactly the pair's weight (2 of 16 blocks)
+    held = lexical_scan(Tokens(ids), [2, 5, 6], block_size=4, exclude={(5, 6)})
+    assert scores[2] - held[2] == pytest.approx(np.log(16 / 2)) and held[10] == pytest.approx(scores[10])
+    assert not lexical_scan(Tokens(ids), [5, 6], block_size=4, exclude={5, 6, (5, 6)}).any()
 
 
 def test_lookahead_bonus_goes_to_the_best_block_not_to_look_alikes(tiny_base, tmp_path):

@@ -318,13 +318,14 @@ def _zscore(x):
     return (x - x.mean()) / max(float(x.std()), 1e-6)
 
 
-def lexical_scan(store, query: Sequence[int], blocks: int | None = None, block_size: int = 32):
+def lexical_scan(store, query: Sequence[int], blocks: int | None = None, block_size: int = 32, exclude=frozenset()):
     """Per L1 block of the history: the IDF-weighted count of the question's distinct tokens and token
     pairs found in the block or half a block either side of it (a sentence cut by a block boundary
     still counts whole), over the first `blocks` blocks (default: every complete one). Terms found
     nowhere, or near more than half of the blocks, count nothing. It singles out the block that names
     what the question names (the red door, this UUID) among look-alikes that LensNet's relevance scores
-    alike; pairs matter for names spelled in common pieces (a UUID's digits and letters)."""
+    alike; pairs matter for names spelled in common pieces (a UUID's digits and letters). Terms in
+    `exclude` (tokens, and pairs as `(first, second)` tuples) count nothing."""
     import numpy as np
 
     n = store.num_tokens // block_size if blocks is None else blocks
@@ -335,7 +336,8 @@ def lexical_scan(store, query: Sequence[int], blocks: int | None = None, block_s
     ids = store.read_tokens(0, n * block_size).astype(np.int64)
     q = np.asarray(list(query), dtype=np.int64)
     pairs = np.r_[(ids[:-1] << 32) | ids[1:], -1]  # the pair starting at each token
-    terms = [(ids, set(q.tolist())), (pairs, set(((q[:-1] << 32) | q[1:]).tolist()))]
+    skip_pairs = {(a << 32) | b for a, b in (t for t in exclude if isinstance(t, tuple))}
+    terms = [(ids, set(q.tolist()) - set(exclude)), (pairs, set(((q[:-1] << 32) | q[1:]).tolist()) - skip_pairs)]
     for seq, wanted in terms:
         halves = seq.reshape(2 * n, half)
         for t in wanted:
