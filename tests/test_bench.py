@@ -28,6 +28,24 @@ def test_tasks_are_seeded_and_hold_their_needles(task):
         assert a.answer and is_correct(a, f" {a.answer}. Remember") and not is_correct(a, " 00000")
 
 
+def test_trials_shrink_or_extend_a_tier_on_the_same_seeds():
+    from megacontext.eval.bench import grid, tier_spec
+
+    def seeds(spec, task):
+        return sorted({seed for _, _, _, seed, _ in grid(spec, [task], [32000], 1024)})
+
+    report = tier_spec("report")
+    assert seeds(report, "multikey") == list(range(20)) and seeds(report, "passkey") == list(range(50))
+    assert seeds(tier_spec("report", 6), "passkey") == list(range(6))
+    longer = tier_spec("report", 50)
+    assert seeds(longer, "multikey") == list(range(50))  # the tier's 20, then 30 more
+    assert [c for c in grid(longer, ["multikey"], [32000], 1024)][:20] == list(grid(report, ["multikey"], [32000], 1024))
+    with pytest.raises(ValueError, match="--trials"):
+        tier_spec("report", 0)
+    with pytest.raises(ValueError, match="--tier"):
+        tier_spec("huge")
+
+
 def test_needle_depth_is_respected():
     for depth in (0.05, 0.5, 0.95):
         t = make_trial("passkey", 3000, depth, 1, words, BOOK)

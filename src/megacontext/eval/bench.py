@@ -44,6 +44,20 @@ def trial_depth(task: str, length: int, seed: int) -> float:
     return 0.05 + 0.9 * random.Random(f"{task}-{length}-{seed}").random()
 
 
+def tier_spec(tier: str, trials: int | None = None) -> Tier:
+    """A tier's grid, with `trials` per cell when given (every task alike): fewer than the tier's for a
+    quick look, more to tighten a headline cell. Seeds run 0…trials−1, so the tier's own trials are the
+    first ones and each run reuses (resumes) what another wrote."""
+    if tier not in TIERS:
+        raise ValueError(f"--tier must be one of {sorted(TIERS)}, got {tier!r}")
+    spec = TIERS[tier]
+    if trials is None:
+        return spec
+    if trials < 1:
+        raise ValueError(f"--trials must be at least 1, got {trials}")
+    return replace(spec, trials=trials, passkey_trials=trials)
+
+
 def grid(tier: Tier, tasks, lengths, budget: int | None):
     """(task, length, budget, seed, depth) for every trial, in a fixed order."""
     for task in tasks:
@@ -59,19 +73,12 @@ def grid(tier: Tier, tasks, lengths, budget: int | None):
 def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int | None = None,
         out_dir: str = "docs/bench", model: str | None = None, progress: bool = True, book: str | None = None,
         trials: int | None = None) -> Path:
-    """Run (or resume) a tier; `trials` caps the trials per cell (a quick look; seeds 0…trials−1 are
-    the tier's first ones, so a later full run reuses them)."""
+    """Run (or resume) a tier; `trials` sets the trials per cell (see `tier_spec`)."""
     from tqdm import tqdm
 
     from megacontext.base import BaseModel
 
-    if tier not in TIERS:
-        raise ValueError(f"--tier must be one of {sorted(TIERS)}, got {tier!r}")
-    spec = TIERS[tier]
-    if trials is not None:
-        if trials < 1:
-            raise ValueError(f"--trials must be at least 1, got {trials}")
-        spec = replace(spec, trials=min(trials, spec.trials), passkey_trials=min(trials, spec.passkey_trials))
+    spec = tier_spec(tier, trials)
     tasks = tuple(tasks or spec.tasks)
     methods = tuple(methods or DEFAULT_METHODS)
     lengths = tuple(lengths or spec.lengths)
