@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", metavar="LIST", help="comma-separated methods (default: all)")
     p.add_argument("--lengths", metavar="LIST", help="comma-separated history lengths in tokens")
     p.add_argument("--budget", type=int, metavar="W", help="rows per answer (default: the tier's)")
-    p.add_argument("--trials", type=int, metavar="N", help="N trials per cell instead of the tier's (20; passkey 50): fewer for a quick look, more to tighten a cell")
+    p.add_argument("--trials", type=int, metavar="N",
+                   help="trials per cell instead of the tier's (report: 20, passkey 50); fewer for a quick look")
     p.add_argument("--out", default="docs/bench", metavar="DIR")
     p.add_argument("--model", metavar="PATH")
     p.add_argument("--quiet", action="store_true")

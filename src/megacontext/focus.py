@@ -205,9 +205,11 @@ class LensNetFocus:
         # Relevance (probability that the entry covers what the question asks for) lifts both scores:
         # relevant gists are opened first and relevant entries are the last to be collapsed.
         rel = torch.sigmoid(out[:, 2] * self.scale).tolist()
-        gains = [float(g) + r + b for (g, _, _), r, b in zip(out.tolist(), rel, look)]
-        return [EntryScore(gain if gain > self.GAIN_FLOOR else 0.0, float(l) + r + b)
-                for gain, (_, l, _), r, b in zip(gains, out.tolist(), rel, look)]
+        scores = []
+        for (g, l, _), r, b in zip(out.tolist(), rel, look):
+            gain = g + r + b
+            scores.append(EntryScore(gain if gain > self.GAIN_FLOOR else 0.0, l + r + b))
+        return scores
 
     # Gains below this open nothing: LensNet's own gain/loss heads order held-out moves only 60% right
     # (its card's pair_acc), and exchanging 0.02-nat predictions for −0.02-nat losses churned the working
