@@ -46,6 +46,26 @@ def test_trials_shrink_or_extend_a_tier_on_the_same_seeds():
         tier_spec("huge")
 
 
+def test_latency_ratio_pairs_truncation_on_the_same_trial_and_run():
+    from megacontext.eval.bench import markdown, summarise
+
+    def row(method, key, run, answer_s):
+        return {"task": "passkey", "length": 32000, "budget": 1024, "method": method, "key": key, "run": run,
+                "answer_s": answer_s, "ingest_s": 0.0, "rows": 1000, "correct": True, "skipped": "",
+                "focus_recall": 1.0 if method != "truncation" else None, "rounds": 2 if method != "truncation" else None,
+                "swap_rate": 4.0 if method != "truncation" else None}
+
+    rows = [row("truncation", "a", "r1", 2.0), row("megacontext", "a", "r1", 3.0),  # ratio 1.5
+            row("truncation", "b", "r1", 1.0), row("megacontext", "b", "r1", 1.1),  # ratio 1.1
+            row("truncation", "c", "r1", 10.0), row("megacontext", "c", "r2", 1.0),  # another run: not paired
+            row("mc_oracle", "a", "r2", 5.0)]  # no truncation in its run
+    table = summarise(rows)
+    assert table["passkey|32000|1024|megacontext"]["latency_vs_truncation"] == pytest.approx(1.3)
+    assert "latency_vs_truncation" not in table["passkey|32000|1024|mc_oracle"]
+    text = markdown(table)
+    assert "| megacontext | 1.00 · 2 · 4.0 · 1.30× |" in text and "| mc_oracle | 1.00 · 2 · 4.0 · – |" in text
+
+
 def test_needle_depth_is_respected():
     for depth in (0.05, 0.5, 0.95):
         t = make_trial("passkey", 3000, depth, 1, words, BOOK)

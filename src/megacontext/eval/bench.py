@@ -8,6 +8,7 @@ resumes by skipping lines already written. `report` writes tables and plots unde
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time
@@ -74,6 +75,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
         out_dir: str = "docs/bench", model: str | None = None, progress: bool = True, book: str | None = None,
         trials: int | None = None) -> Path:
     """Run (or resume) a tier; `trials` sets the trials per cell (see `tier_spec`)."""
+    import torch
     from tqdm import tqdm
 
     from megacontext.base import BaseModel
@@ -100,6 +102,8 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     done = {(r["key"], r["budget"], r["method"]) for r in _read(results)}
     cells = list(grid(spec, tasks, lengths, budget))
     todo = sum(1 for c in cells for m in methods if (_key(c), c[2], m) not in done)
+    # Latency ratios pair rows of one run only: runs differ in threads and in what shares the cores.
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{torch.get_num_threads()}t"
     with open(results, "a") as log, tqdm(total=todo, desc=f"bench {tier}", unit="run", disable=not progress) as bar:
         for task, length, b, seed, depth in cells:
             missing = [m for m in methods if (_key((task, length, b, seed, depth)), b, m) not in done]
@@ -112,7 +116,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                 row = {"key": trial.key, "task": task, "length": length, "tokens": count(trial.history), "budget": b,
                        "depth": depth, "seed": seed, "method": m, **asdict(outcome), "wall_s": time.perf_counter() - t0,
                        "correct": (is_correct(trial, outcome.text) if trial.answer and not outcome.skipped else None),
-                       "answer": trial.answer}
+                       "answer": trial.answer, "run": run_id}
                 if not outcome.skipped and m != "full" and outcome.rows > b:
                     raise AssertionError(f"{m} used {outcome.rows} rows > budget {b}")
                 log.write(json.dumps(row) + "\n")
@@ -158,6 +162,8 @@ def summarise(rows: list[dict]) -> dict:
         if r.get("skipped"):
             continue
         cells[(r["task"], r["length"], r["budget"], r["method"])].append(r)
+    truncation = {(r["key"], r["budget"], r.get("run")): r["answer_s"] for r in rows
+                  if r["method"] == "truncation" and not r.get("skipped")}
     table = {}
     for (task, length, budget, method), rs in cells.items():
         entry = {"n": len(rs), "answer_s": statistics.median(r["answer_s"] for r in rs),
@@ -174,6 +180,11 @@ def summarise(rows: list[dict]) -> dict:
         if rounds:
             entry["rounds"] = statistics.median(rounds)
             entry["swap_rate"] = statistics.mean(r["swap_rate"] for r in rs if r.get("swap_rate") is not None)
+        # Answer latency over truncation's on the same trial in the same run (interleaved, equal conditions)
+        paired = [r["answer_s"] / truncation[(r["key"], r["budget"], r["run"])] for r in rs
+                  if r.get("run") and truncation.get((r["key"], r["budget"], r["run"]), 0) > 0]
+        if paired:
+            entry["latency_vs_truncation"] = statistics.median(paired)
         table[f"{task}|{length}|{budget}|{method}"] = entry
     return table
 
@@ -206,17 +217,18 @@ def markdown(table: dict) -> str:
         focus = sorted({m for (m, _), e in cells.items() if "rounds" in e})
         if focus:
             parts.append(f"*{task}, W = {budget}, focus*: recall of the needle · median refocus rounds per answer · "
-                         "moves per round · median answer latency as a multiple of truncation's\n")
+                         "moves per round · median answer latency over truncation's, same trial and run (– where "
+                    "truncation did not run beside it)\n")
             parts.append("| method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |")
             parts.append("|---|" + "---|" * len(lengths))
             for m in focus:
                 row = []
                 for ln in lengths:
-                    e, trunc = cells.get((m, ln)), cells.get(("truncation", ln))
+                    e = cells.get((m, ln))
                     if e is None or "rounds" not in e:
                         row.append("–")
                         continue
-                    ratio = f"{e['answer_s'] / trunc['answer_s']:.2f}×" if trunc and trunc["answer_s"] > 0 else "–"
+                    ratio = f"{e['latency_vs_truncation']:.2f}×" if "latency_vs_truncation" in e else "–"
                     recall = f"{e['focus_recall']:.2f}" if "focus_recall" in e else "–"
                     row.append(f"{recall} · {e['rounds']:g} · {e['swap_rate']:.1f} · {ratio}")
                 parts.append(f"| {m} | " + " | ".join(row) + " |")
@@ -295,6 +307,7 @@ def _plots(rows: list[dict], table: dict, out: Path, stem: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("history length (tokens)")
     ax.set_ylabel("answer latency, median (s)")
+    ax.set_title("all rows, whichever run (same-run ratios: the focus tables)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / f"{stem}_latency.png", dpi=100)
