@@ -154,3 +154,11 @@ def test_token_drop_reuses_surprisal_across_budgets(tiny_base):
     fresh = methods.make_method("token_drop", tiny_base)
     assert large == fresh.select(hist, 300, trial) and len(small) == 100 and len(large) == 300
     assert set(small) <= set(large) and hist[0] == small[0]  # the most surprising 100 are among the 300
+
+
+def test_focus_recall_is_the_raw_share_of_the_needles():
+    from megacontext.eval.methods import focus_recall
+
+    focus = [{"level": 1, "start": 0, "end": 64}, {"level": 0, "start": 64, "end": 96}, {"level": 0, "start": 128, "end": 160}]
+    assert focus_recall(focus, [(60, 70), (150, 170)]) == pytest.approx((6 + 10) / 30)
+    assert focus_recall(focus, []) is None

@@ -290,13 +290,19 @@ class MegaContextMethod:
                                    answer_s=time.perf_counter() - t1)
                 ans = mc.generate(trial.prompt, max_new_tokens=max_new_tokens, budget=budget, stop="\n")
                 t2 = time.perf_counter()
-        raw = [(r["start"], r["end"]) for r in ans.focus if r["level"] == 0]
-        total = sum(b - a for a, b in spans)
-        hit = sum(max(0, min(b, rb) - max(a, ra)) for a, b in spans for ra, rb in raw)
         moves = [len(p["moves"]) for p in ans.plans]
         return Outcome(self.name, text=ans.text, rows=ans.rows_used, ingest_s=ingest_s, answer_s=t2 - t1,
                        rounds=len(moves), swap_rate=sum(moves) / len(moves) if moves else 0.0,
-                       focus_recall=hit / total if total else None)
+                       focus_recall=focus_recall(ans.focus, spans))
+
+
+def focus_recall(focus: list[dict], spans: list[tuple[int, int]]) -> float | None:
+    """Share of the needles' tokens (`spans`) that `focus` (an answer's runs: level, start, end) holds raw;
+    None when there is no needle."""
+    raw = [(r["start"], r["end"]) for r in focus if r["level"] == 0]
+    total = sum(b - a for a, b in spans)
+    hit = sum(max(0, min(b, rb) - max(a, ra)) for a, b in spans for ra, rb in raw)
+    return hit / total if total else None
 
 
 class _IngestCache:
