@@ -218,7 +218,7 @@ def markdown(table: dict) -> str:
         if focus:
             parts.append(f"*{task}, W = {budget}, focus*: recall of the needle · median refocus rounds per answer · "
                          "moves per round · median answer latency over truncation's, same trial and run (– where "
-                    "truncation did not run beside it)\n")
+                         "truncation did not run beside it)\n")
             parts.append("| method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |")
             parts.append("|---|" + "---|" * len(lengths))
             for m in focus:
