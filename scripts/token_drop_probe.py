@@ -28,10 +28,10 @@ def main() -> None:
     method = make_method("token_drop", base)
     for seed in range(args.trials):
         trial = make_trial("passkey", args.length, trial_depth("passkey", args.length, seed), seed, count, "")
-        hist, tail = base.tokenize(trial.history), base.tokenize(trial.prompt)
+        hist, new = base.tokenize(trial.history), MAX_NEW_TOKENS.get("passkey", 12)
         for budget in map(int, args.budgets.split(",")):
-            new = MAX_NEW_TOKENS.get("passkey", 12)
-            kept = method.select(hist, budget - len(tail) - new, trial)
+            tail, room = method.tail_and_room(trial, budget, new)
+            kept = method.select(hist, room, trial)
             text = base.decode(kept)
             at = text.find(trial.answer)
             answer = greedy(base, kept + tail, new)

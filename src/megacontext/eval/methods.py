@@ -102,13 +102,18 @@ class Method:
     def select(self, hist: list[int], room: int, trial: Trial) -> list[int]:
         raise NotImplementedError
 
+    def tail_and_room(self, trial: Trial, budget: int, max_new_tokens: int) -> tuple[list[int], int]:
+        """The tokens that follow the kept history (the prompt, or the continuation scored) and how many
+        history tokens fit beside them (and the answer) in `budget` rows."""
+        tail = self.base.tokenize(trial.continuation if trial.task == "doc_nll" else trial.prompt)
+        return tail, budget - len(tail) - (0 if trial.task == "doc_nll" else max_new_tokens)
+
     def run(self, trial: Trial, budget: int, max_new_tokens: int = 16) -> Outcome:
         base = self.base
         hist = base.tokenize(trial.history)
         if self.max_length is not None and len(hist) > self.max_length:
             return Outcome(self.name, skipped=f"history of {len(hist)} tokens > {self.max_length}")
-        tail = base.tokenize(trial.continuation if trial.task == "doc_nll" else trial.prompt)
-        room = budget - len(tail) - (0 if trial.task == "doc_nll" else max_new_tokens)
+        tail, room = self.tail_and_room(trial, budget, max_new_tokens)
         t0 = time.perf_counter()
         kept = self.select(hist, room, trial)
         t1 = time.perf_counter()
