@@ -66,6 +66,31 @@ def test_latency_ratio_pairs_truncation_on_the_same_trial_and_run():
     assert "| megacontext | 1.00 · 2 · 4.0 · 1.30× |" in text and "| mc_oracle | 1.00 · 2 · 4.0 · – |" in text
 
 
+def test_plot_series_keep_budgets_and_methods_apart(tmp_path):
+    import math
+
+    from megacontext.eval.bench import depth_grid, report, series, summarise
+
+    def row(method, budget, length, depth, correct):
+        return {"task": "passkey", "length": length, "budget": budget, "method": method, "key": f"{length}{depth}",
+                "answer_s": 1.0, "ingest_s": 0.0, "rows": budget, "correct": correct, "skipped": "", "depth": depth}
+
+    rows = [row("megacontext", 256, 1000, 0.1, False), row("megacontext", 1024, 1000, 0.1, True),
+            row("megacontext", 1024, 1000, 0.15, True), row("megacontext", 1024, 4000, 0.9, False),
+            row("mc_recency", 1024, 1000, 0.1, False)]
+    table = summarise(rows)
+    assert series(table, "passkey", 1024, "accuracy") == {"mc_recency": [(1000, 0.0)],
+                                                          "megacontext": [(1000, 1.0), (4000, 0.0)]}
+    assert series(table, "passkey", 256, "accuracy") == {"megacontext": [(1000, 0.0)]}
+    lengths, edges, grid = depth_grid(rows, "megacontext", 1024)
+    assert lengths == [1000, 4000] and grid.shape == (5, 2)
+    assert grid[0, 0] == 1.0 and grid[4, 1] == 0.0 and math.isnan(grid[2, 0])  # recency's and W=256's miss left out
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report(tmp_path / "r.jsonl", tmp_path)
+    assert {p.name for p in tmp_path.glob("*.png")} == {"r_passkey_accuracy.png", "r_passkey_heatmap.png",
+                                                        "r_latency.png"}
+
+
 def test_needle_depth_is_respected():
     for depth in (0.05, 0.5, 0.95):
         t = make_trial("passkey", 3000, depth, 1, words, BOOK)

@@ -248,6 +248,45 @@ def report(results: Path, out: Path) -> None:
         pass
 
 
+def series(table: dict, task: str, budget: int, metric: str) -> dict[str, list[tuple[int, float]]]:
+    """One task and budget's `metric` (accuracy, nll) per method, as (history length, value) sorted by length."""
+    out: dict = defaultdict(list)
+    for key, e in table.items():
+        t, length, b, method = key.split("|")
+        if t == task and int(b) == budget and metric in e:
+            out[method].append((int(length), e[metric]))
+    return {m: sorted(pts) for m, pts in sorted(out.items())}
+
+
+def depth_grid(rows: list[dict], method: str, budget: int, task: str = "passkey", n_bins: int = 5):
+    """Accuracy by needle-depth bin (rows) × history length (columns) for one method and budget; NaN where no
+    trial fell. Returns (lengths, bin edges, grid)."""
+    import numpy as np
+
+    rs = [r for r in rows if r["method"] == method and r["budget"] == budget and r["task"] == task
+          and not r.get("skipped")]
+    lengths = sorted({r["length"] for r in rs})
+    edges = np.linspace(0, 1, n_bins + 1)
+    grid = np.full((n_bins, len(lengths)), np.nan)
+    for j, ln in enumerate(lengths):
+        for i in range(n_bins):
+            cell = [bool(r["correct"]) for r in rs if r["length"] == ln and edges[i] <= r["depth"] < edges[i + 1]]
+            if cell:
+                grid[i, j] = np.mean(cell)
+    return lengths, edges, grid
+
+
+def _style(method: str) -> dict:
+    """MegaContext bold, the other focus policies dashed, the full-context ceiling black."""
+    if method == "megacontext":
+        return {"lw": 2.6, "zorder": 5}
+    if method == "full":
+        return {"color": "black", "ls": ":", "lw": 1.8}
+    if method.startswith("mc_"):
+        return {"ls": "--", "lw": 1.2}
+    return {"lw": 1.2}
+
+
 def _plots(rows: list[dict], table: dict, out: Path, stem: str) -> None:
     import matplotlib
 
@@ -255,60 +294,68 @@ def _plots(rows: list[dict], table: dict, out: Path, stem: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    # accuracy vs history length, one line per method, passkey
-    for task in sorted({k.split("|")[0] for k in table} - {"doc_nll"}):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for method in sorted({k.split("|")[3] for k in table}):
-            pts = sorted((int(k.split("|")[1]), e["accuracy"]) for k, e in table.items()
-                         if k.startswith(task + "|") and k.endswith("|" + method) and "accuracy" in e)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-        ax.set_xscale("log")
-        ax.set_xlabel("history length (tokens)")
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"{task}: accuracy vs history length")
-        ax.legend(fontsize=7)
+    budgets_of = defaultdict(set)
+    for key in table:
+        task, _, b, _ = key.split("|")
+        budgets_of[task].add(int(b))
+    # accuracy (NLL for doc_nll) vs history length, one line per method, one panel per budget
+    for task, budgets in sorted(budgets_of.items()):
+        metric = "nll" if task == "doc_nll" else "accuracy"
+        budgets = sorted(budgets)
+        fig, axes = plt.subplots(1, len(budgets), figsize=(6.5 * len(budgets), 4.2), sharey=True, squeeze=False)
+        for ax, b in zip(axes[0], budgets):
+            for method, pts in series(table, task, b, metric).items():
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, label=method, **_style(method))
+            ax.set_xscale("log")
+            ax.set_xlabel("history length (tokens)")
+            ax.set_title(f"W = {b}")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("NLL, nats/token (lower is better)" if metric == "nll" else "accuracy")
+        axes[0][-1].legend(fontsize=7, loc="best")
+        fig.suptitle(f"{task}: {'NLL' if metric == 'nll' else 'accuracy'} vs history length")
         fig.tight_layout()
-        fig.savefig(out / f"{stem}_{task}_accuracy.png", dpi=100)
+        fig.savefig(out / f"{stem}_{task}_{'nll' if metric == 'nll' else 'accuracy'}.png", dpi=100)
         plt.close(fig)
-    # depth × length heat map for megacontext on passkey
-    mc = [r for r in rows if r["method"] in ("megacontext", "mc_recency") and r["task"] == "passkey"
-          and not r.get("skipped")]
-    if mc:
-        lengths = sorted({r["length"] for r in mc})
-        bins = np.linspace(0, 1, 6)
-        grid = np.full((len(bins) - 1, len(lengths)), np.nan)
-        for j, ln in enumerate(lengths):
-            for i in range(len(bins) - 1):
-                cell = [r["correct"] for r in mc if r["length"] == ln and bins[i] <= r["depth"] < bins[i + 1]]
-                if cell:
-                    grid[i, j] = np.mean(cell)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower")
-        ax.set_xticks(range(len(lengths)), [f"{ln:,}" for ln in lengths])
-        ax.set_yticks(range(len(bins) - 1), [f"{bins[i]:.0%}–{bins[i + 1]:.0%}" for i in range(len(bins) - 1)])
-        ax.set_xlabel("history length (tokens)")
-        ax.set_ylabel("needle depth")
-        ax.set_title("megacontext: passkey accuracy by depth × length")
-        fig.colorbar(im)
-        fig.tight_layout()
+    # depth × length heat map for megacontext on passkey, one panel per budget
+    budgets = sorted({r["budget"] for r in rows if r["method"] == "megacontext" and r["task"] == "passkey"})
+    if budgets:
+        fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets) + 1, 4), squeeze=False, sharey=True,
+                                 layout="constrained")
+        for ax, b in zip(axes[0], budgets):
+            lengths, edges, grid = depth_grid(rows, "megacontext", b)
+            im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower")
+            for (i, j), v in np.ndenumerate(grid):
+                if not np.isnan(v):
+                    ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
+            ax.set_xticks(range(len(lengths)), [f"{ln:,}" for ln in lengths])
+            ax.set_yticks(range(len(edges) - 1), [f"{edges[i]:.0%}–{edges[i + 1]:.0%}" for i in range(len(edges) - 1)])
+            ax.set_xlabel("history length (tokens)")
+            ax.set_title(f"W = {b}")
+        axes[0][0].set_ylabel("needle depth")
+        fig.colorbar(im, ax=axes[0].tolist(), label="accuracy")
+        fig.suptitle("megacontext: passkey accuracy by needle depth × history length")
         fig.savefig(out / f"{stem}_passkey_heatmap.png", dpi=100)
         plt.close(fig)
-    # answer latency vs history length
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for method in sorted({r["method"] for r in rows}):
-        pts = defaultdict(list)
-        for r in rows:
-            if r["method"] == method and not r.get("skipped"):
-                pts[r["length"]].append(r["answer_s"])
-        if pts:
-            xs = sorted(pts)
-            ax.plot(xs, [statistics.median(pts[x]) for x in xs], marker="o", label=method)
-    ax.set_xscale("log")
-    ax.set_xlabel("history length (tokens)")
-    ax.set_ylabel("answer latency, median (s)")
-    ax.set_title("all rows, whichever run (same-run ratios: the focus tables)", fontsize=9)
-    ax.legend(fontsize=7)
+    # answer latency vs history length, one panel per budget
+    budgets = sorted({r["budget"] for r in rows})
+    fig, axes = plt.subplots(1, len(budgets), figsize=(6.5 * len(budgets), 4.2), sharey=True, squeeze=False)
+    for ax, b in zip(axes[0], budgets):
+        for method in sorted({r["method"] for r in rows}):
+            pts = defaultdict(list)
+            for r in rows:
+                if r["method"] == method and r["budget"] == b and not r.get("skipped"):
+                    pts[r["length"]].append(r["answer_s"])
+            if pts:
+                xs = sorted(pts)
+                ax.plot(xs, [statistics.median(pts[x]) for x in xs], marker="o", ms=4, label=method, **_style(method))
+        ax.set_xscale("log")
+        ax.set_yscale("log")  # full context's prefill dwarfs the rest
+        ax.set_xlabel("history length (tokens)")
+        ax.set_title(f"W = {b}")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("answer latency, median (s)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("answer latency, all rows whichever run (same-run ratios: the focus tables)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / f"{stem}_latency.png", dpi=100)
     plt.close(fig)
