@@ -87,6 +87,7 @@ def test_plot_series_keep_budgets_and_methods_apart(tmp_path):
     assert grid[0, 0] == 1.0 and grid[4, 1] == 0.0 and math.isnan(grid[2, 0])  # recency's and W=256's miss left out
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     report(tmp_path / "r.jsonl", tmp_path)
+    assert (tmp_path / "r.md").read_text().startswith("5 rows; summed per-row wall time 0.0 h")
     assert {p.name for p in tmp_path.glob("*.png")} == {"r_passkey_accuracy.png", "r_passkey_heatmap.png",
                                                         "r_latency.png"}
 
@@ -111,6 +112,7 @@ def test_smoke_tier_every_method_within_budget(tmp_path, real_base):
     assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in TASKS for m in DEFAULT_METHODS}
     for r in rows:
         assert r["skipped"] or r["method"] == "full" or r["rows"] <= r["budget"], r
+        assert r["run"] and r["commit"] is not None
         assert r["task"] != "doc_nll" or r["nll"] > 0
     assert (tmp_path / "smoke.md").exists() and (tmp_path / "smoke_latency.png").exists()
     # resumable: a second run has nothing left to do and changes nothing

@@ -104,6 +104,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     todo = sum(1 for c in cells for m in methods if (_key(c), c[2], m) not in done)
     # Latency ratios pair rows of one run only: runs differ in threads and in what shares the cores.
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{torch.get_num_threads()}t"
+    commit = _commit()
     with open(results, "a") as log, tqdm(total=todo, desc=f"bench {tier}", unit="run", disable=not progress) as bar:
         for task, length, b, seed, depth in cells:
             missing = [m for m in methods if (_key((task, length, b, seed, depth)), b, m) not in done]
@@ -116,7 +117,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                 row = {"key": trial.key, "task": task, "length": length, "tokens": count(trial.history), "budget": b,
                        "depth": depth, "seed": seed, "method": m, **asdict(outcome), "wall_s": time.perf_counter() - t0,
                        "correct": (is_correct(trial, outcome.text) if trial.answer and not outcome.skipped else None),
-                       "answer": trial.answer, "run": run_id}
+                       "answer": trial.answer, "run": run_id, "commit": commit}
                 if not outcome.skipped and m != "full" and outcome.rows > b:
                     raise AssertionError(f"{m} used {outcome.rows} rows > budget {b}")
                 log.write(json.dumps(row) + "\n")
@@ -124,6 +125,36 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                 bar.update(1)
     report(results, out)
     return results
+
+
+def _commit() -> str:
+    """The source's git commit (`+` when the tree has changes), or "" outside a checkout."""
+    import subprocess
+
+    here = Path(__file__).parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return head + ("+" if dirty else "")
+
+
+def provenance(rows: list[dict]) -> str:
+    """How much compute the rows hold and where they came from: row count, summed per-row wall time, runs and
+    commits recorded (older rows predate both fields)."""
+    hours = sum(r.get("wall_s", 0.0) for r in rows) / 3600
+    runs = sorted({r["run"] for r in rows if r.get("run")})
+    commits = sorted({r["commit"] for r in rows if r.get("commit")})
+    text = (f"{len(rows):,} rows; summed per-row wall time {hours:.1f} h (model loads and trial generation not "
+            f"included); {len(runs)} recorded runs")
+    if runs:
+        text += f", {runs[0][:8]} to {runs[-1][:8]}"
+    if commits:
+        text += f"; commits {', '.join(commits)}"
+    return text + "."
 
 
 def _key(cell) -> str:
@@ -241,7 +272,7 @@ def report(results: Path, out: Path) -> None:
     table = summarise(rows)
     stem = results.stem
     (out / f"{stem}_summary.json").write_text(json.dumps(table, indent=1) + "\n")
-    (out / f"{stem}.md").write_text(markdown(table) + "\n")
+    (out / f"{stem}.md").write_text(provenance(rows) + "\n\n" + markdown(table) + "\n")
     try:
         _plots(rows, table, out, stem)
     except ImportError:
