@@ -189,3 +189,28 @@ def test_focus_recall_is_the_raw_share_of_the_needles():
     focus = [{"level": 1, "start": 0, "end": 64}, {"level": 0, "start": 64, "end": 96}, {"level": 0, "start": 128, "end": 160}]
     assert focus_recall(focus, [(60, 70), (150, 170)]) == pytest.approx((6 + 10) / 30)
     assert focus_recall(focus, []) is None
+
+
+def test_rag_minilm_embeds_each_distinct_chunk_once_and_scores_alike(monkeypatch):
+    import torch
+
+    from megacontext.eval.methods import RagMiniLM
+
+    class Embedder:  # a deterministic stand-in: a text's vector depends on the text alone
+        def __init__(self):
+            self.seen = []
+
+        def encode(self, texts):
+            self.seen += texts
+            return torch.stack([torch.tensor([float(len(t)), float(sum(map(ord, t)) % 97), 1.0]) for t in texts]
+                               ) if texts else torch.zeros(0, 3)
+
+    fake = Embedder()
+    monkeypatch.setattr(RagMiniLM, "embedder", lambda self: fake)
+    rag = RagMiniLM(None, "rag_minilm")
+    first = rag.scores(["aa", "b", "aa", "ccc"], "q")
+    assert fake.seen == ["aa", "b", "ccc", "q"]  # the repeated chunk once
+    second = rag.scores(["aa", "b", "dddd"], "q")  # the next budget: a shared prefix, a new tail chunk
+    assert fake.seen[4:] == ["dddd", "q"]
+    direct = (fake.encode(["aa", "b", "aa", "ccc"]) @ fake.encode(["q"])[0]).numpy()
+    assert first.tolist() == direct.tolist() and second[:2].tolist() == first[:2].tolist()

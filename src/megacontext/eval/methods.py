@@ -195,13 +195,25 @@ class _Retrieval(Method):
 class RagMiniLM(_Retrieval):
     _embedder = None
 
-    def scores(self, chunks, query):
+    def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
+        super().__init__(base, name)
+        # The last call's chunk vectors by text: a trial's next budget re-chunks the same history (only the tail
+        # differs), and filler repeats chunks within a history; each distinct text is embedded once.
+        self._known: dict[str, torch.Tensor] = {}
+
+    def embedder(self):
         from megacontext.base import TextEmbedder
 
         if RagMiniLM._embedder is None:
             RagMiniLM._embedder = TextEmbedder()
-        e = RagMiniLM._embedder
-        return (e.encode(chunks) @ e.encode([query])[0]).numpy()
+        return RagMiniLM._embedder
+
+    def scores(self, chunks, query):
+        e = self.embedder()
+        new = [c for c in dict.fromkeys(chunks) if c not in self._known]
+        vectors = {**self._known, **dict(zip(new, e.encode(new)))}
+        self._known = {c: vectors[c] for c in chunks}
+        return (torch.stack([self._known[c] for c in chunks]) @ e.encode([query])[0]).numpy()
 
 
 @register("rag_bm25")
