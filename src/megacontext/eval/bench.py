@@ -128,14 +128,14 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
 
 
 def _commit() -> str:
-    """The source's git commit (`+` when the tree has changes), or "" outside a checkout."""
+    """The source's git commit (`+` when the package's code has changes since), or "" outside a checkout."""
     import subprocess
 
-    here = Path(__file__).parent
+    package = Path(__file__).parents[1]  # results the bench appends elsewhere in the tree do not count
     try:
-        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+        head = subprocess.run(["git", "-C", str(package), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--untracked-files=no", "--", "."],
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
