@@ -66,6 +66,18 @@ def test_latency_ratio_pairs_truncation_on_the_same_trial_and_run():
     assert "| megacontext | 1.00 · 2 · 4.0 · 1.30× |" in text and "| mc_oracle | 1.00 · 2 · 4.0 · – |" in text
 
 
+def test_coverage_counts_the_tier_cells_each_method_runs_at():
+    from megacontext.eval.bench import coverage
+
+    row = {"task": "passkey", "length": 600, "budget": 256, "method": "truncation", "skipped": ""}
+    cells, short = coverage([row], "smoke", methods=("truncation", "full"))
+    assert cells == 12 and len(short) == 11 and "passkey 600 W=256 truncation" not in " ".join(short)
+    assert "passkey 600 W=256 full 0/1" in short
+    cells, _ = coverage([], "report", methods=("full", "token_drop"))
+    # full up to 8k, token dropping up to 32k; passkey has two budgets: (3 + 4) lengths × (5 tasks + 2 budgets)
+    assert cells == (3 + 4) * 7
+
+
 def test_plot_series_keep_budgets_and_methods_apart(tmp_path):
     import math
 

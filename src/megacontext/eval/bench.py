@@ -157,6 +157,30 @@ def provenance(rows: list[dict]) -> str:
     return text + "."
 
 
+def coverage(rows: list[dict], tier: str, methods=DEFAULT_METHODS) -> tuple[int, list[str]]:
+    """The tier's cells (task, length, budget, method) a method runs at — not `full` beyond the model's window nor
+    token dropping beyond 32k — and those with fewer answered trials than the tier asks: (cells, shortfalls)."""
+    spec = TIERS[tier]
+    have: dict = defaultdict(int)
+    for r in rows:
+        if not r.get("skipped"):
+            have[(r["task"], r["length"], r["budget"], r["method"])] += 1
+    cells, short = 0, []
+    for task in spec.tasks:
+        budgets = spec.passkey_budgets if task == "passkey" else spec.budgets
+        need = spec.passkey_trials if task == "passkey" else spec.trials
+        for length in spec.lengths:
+            for b in budgets:
+                for m in methods:
+                    limit = getattr(METHODS[m], "max_length", None)
+                    if limit is not None and length > limit:
+                        continue
+                    cells += 1
+                    if have[(task, length, b, m)] < need:
+                        short.append(f"{task} {length:,} W={b} {m} {have[(task, length, b, m)]}/{need}")
+    return cells, short
+
+
 def _key(cell) -> str:
     task, length, _, seed, depth = cell
     return f"{task}|{length}|{depth:.3f}|{seed}"
@@ -272,7 +296,12 @@ def report(results: Path, out: Path) -> None:
     table = summarise(rows)
     stem = results.stem
     (out / f"{stem}_summary.json").write_text(json.dumps(table, indent=1) + "\n")
-    (out / f"{stem}.md").write_text(provenance(rows) + "\n\n" + markdown(table) + "\n")
+    head = provenance(rows)
+    if stem in TIERS:
+        cells, short = coverage(rows, stem)
+        head += f"\n\nCells at the {stem} tier's trials: {cells - len(short)} of {cells}"
+        head += (". Short: " + "; ".join(short) + ".") if short else " (complete)."
+    (out / f"{stem}.md").write_text(head + "\n\n" + markdown(table) + "\n")
     try:
         _plots(rows, table, out, stem)
     except ImportError:
