@@ -78,6 +78,26 @@ def test_coverage_counts_the_tier_cells_each_method_runs_at():
     assert cells == (3 + 4) * 7
 
 
+def test_headline_names_the_best_baseline_of_each_cell():
+    from megacontext.eval.bench import headline
+
+    def cell(**kw):
+        return {"n": 20, **kw}
+
+    table = {"multikey|1000|1024|megacontext": cell(accuracy=0.5), "multikey|1000|1024|truncation": cell(accuracy=0.6),
+             "multikey|1000|1024|rag_bm25": cell(accuracy=0.65), "multikey|4000|1024|megacontext": cell(accuracy=0.7),
+             "doc_nll|1000|1024|megacontext": cell(nll=3.33), "doc_nll|1000|1024|truncation": cell(nll=3.32),
+             "doc_nll|1000|1024|sink_window": cell(nll=3.40)}
+    lines = headline(table).splitlines()
+    assert lines[0] == "| task, W | method | 1,000 | 4,000 |"
+    assert "| multikey, 1024 | megacontext | 50% (20) | 70% (20) |" in lines
+    assert "|  | best baseline | 65% rag_bm25 (20) | – |" in lines
+    assert "|  | best baseline | 3.320 truncation (20) | – |" in lines  # NLL: lower is better
+    assert not any("oracle focus" in line for line in lines)  # rows with no cell are left out
+    assert lines.index("| multikey, 1024 | megacontext | 50% (20) | 70% (20) |") < lines.index(
+        "| doc_nll, 1024 | megacontext | 3.330 (20) | – |")  # tasks in TASKS order
+
+
 def test_plot_series_keep_budgets_and_methods_apart(tmp_path):
     import math
 

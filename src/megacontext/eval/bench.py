@@ -244,6 +244,44 @@ def summarise(rows: list[dict]) -> dict:
     return table
 
 
+BASELINES = ("truncation", "sink_window", "rag_minilm", "rag_bm25", "token_drop")
+
+
+def headline(table: dict) -> str:
+    """One table for every task: megacontext, oracle focus, the whole history (`full`) and the best
+    same-budget baseline of each cell (named), per history length; n trials in brackets."""
+    by: dict = defaultdict(dict)
+    for key, e in table.items():
+        task, length, budget, method = key.split("|")
+        by[(task, int(budget))][(method, int(length))] = e
+    lengths = sorted({int(k.split("|")[1]) for k in table})
+    lines = ["| task, W | method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |",
+             "|---|---|" + "---|" * len(lengths)]
+    order = {t: i for i, t in enumerate(TASKS)}
+    for (task, budget), cells in sorted(by.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])):
+        nll = task == "doc_nll"
+        value = (lambda e: e["nll"]) if nll else (lambda e: e["accuracy"])
+        shown = (lambda e: f"{e['nll']:.3f}") if nll else (lambda e: f"{e['accuracy']:.0%}")
+        for label, pick in (("megacontext", "megacontext"), ("oracle focus", "mc_oracle"), ("full history", "full"),
+                            ("best baseline", None)):
+            row = []
+            for ln in lengths:
+                if pick:
+                    e = cells.get((pick, ln))
+                    row.append(f"{shown(e)} ({e['n']})" if e else "–")
+                    continue
+                there = [(m, cells[(m, ln)]) for m in BASELINES if (m, ln) in cells]
+                if not there:
+                    row.append("–")
+                    continue
+                m, e = (min if nll else max)(there, key=lambda me: value(me[1]))
+                row.append(f"{shown(e)} {m} ({e['n']})")
+            if any(c != "–" for c in row):
+                name = f"{task}, {budget}" if label == "megacontext" else ""
+                lines.append(f"| {name} | {label} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def markdown(table: dict) -> str:
     by: dict = defaultdict(dict)
     for key, e in table.items():
@@ -301,6 +339,8 @@ def report(results: Path, out: Path) -> None:
         cells, short = coverage(rows, stem)
         head += f"\n\nCells at the {stem} tier's trials: {cells - len(short)} of {cells}"
         head += (". Short: " + "; ".join(short) + ".") if short else " (complete)."
+    head += ("\n\nAt a glance (accuracy; doc NLL in nats/token, lower is better; the best baseline among "
+             f"{', '.join(BASELINES)} is named):\n\n" + headline(table))
     (out / f"{stem}.md").write_text(head + "\n\n" + markdown(table) + "\n")
     try:
         _plots(rows, table, out, stem)
