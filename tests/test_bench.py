@@ -246,3 +246,12 @@ def test_rag_minilm_embeds_each_distinct_chunk_once_and_scores_alike(monkeypatch
     assert fake.seen[4:] == ["dddd", "q"]
     direct = (fake.encode(["aa", "b", "aa", "ccc"]) @ fake.encode(["q"])[0]).numpy()
     assert first.tolist() == direct.tolist() and second[:2].tolist() == first[:2].tolist()
+
+
+def test_full_context_runs_whenever_history_prompt_and_answer_fit_the_window():
+    from megacontext.eval.methods import MODEL_WINDOW, FullContext
+
+    full = FullContext(None, "full")
+    prompt = list(range(20))
+    assert full.skip(list(range(8078)), prompt, 12) == ""  # a multi-key "8k" trial: 8,110 positions
+    assert "8222 positions" in full.skip(list(range(MODEL_WINDOW - 20)), prompt, 30)

@@ -102,6 +102,12 @@ class Method:
     def select(self, hist: list[int], room: int, trial: Trial) -> list[int]:
         raise NotImplementedError
 
+    def skip(self, hist: list[int], tail: list[int], answer_tokens: int) -> str:
+        """Why this method does not run on a history ("" when it does)."""
+        if self.max_length is not None and len(hist) > self.max_length:
+            return f"history of {len(hist)} tokens > {self.max_length}"
+        return ""
+
     def tail_and_room(self, trial: Trial, budget: int, max_new_tokens: int) -> tuple[list[int], int]:
         """The tokens that follow the kept history (the prompt, or the continuation scored) and how many
         history tokens fit beside them (and the answer) in `budget` rows."""
@@ -111,9 +117,10 @@ class Method:
     def run(self, trial: Trial, budget: int, max_new_tokens: int = 16) -> Outcome:
         base = self.base
         hist = base.tokenize(trial.history)
-        if self.max_length is not None and len(hist) > self.max_length:
-            return Outcome(self.name, skipped=f"history of {len(hist)} tokens > {self.max_length}")
         tail, room = self.tail_and_room(trial, budget, max_new_tokens)
+        reason = self.skip(hist, tail, 0 if trial.task == "doc_nll" else max_new_tokens)
+        if reason:
+            return Outcome(self.name, skipped=reason)
         t0 = time.perf_counter()
         kept = self.select(hist, room, trial)
         t1 = time.perf_counter()
@@ -149,7 +156,11 @@ class SinkWindow(Method):
 class FullContext(Method):
     """The ceiling: the whole history, within the model's own 8k window (ignores the budget)."""
 
-    max_length = MODEL_WINDOW - 128
+    max_length = MODEL_WINDOW
+
+    def skip(self, hist, tail, answer_tokens):
+        need = len(hist) + len(tail) + answer_tokens
+        return f"history, prompt and answer need {need} positions > the model's {MODEL_WINDOW}" if need > MODEL_WINDOW else ""
 
     def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
         super().__init__(base, name)
