@@ -251,7 +251,12 @@ def test_rag_minilm_embeds_each_distinct_chunk_once_and_scores_alike(monkeypatch
 def test_full_context_runs_whenever_history_prompt_and_answer_fit_the_window():
     from megacontext.eval.methods import MODEL_WINDOW, FullContext
 
-    full = FullContext(None, "full")
-    prompt = list(range(20))
-    assert full.skip(list(range(8078)), prompt, 12) == ""  # a multi-key "8k" trial: 8,110 positions
-    assert "8222 positions" in full.skip(list(range(MODEL_WINDOW - 20)), prompt, 30)
+    class Words:  # a stand-in tokenizer: one token per word
+        tokenize = staticmethod(str.split)
+
+    full = FullContext(Words(), "full")
+    from dataclasses import replace
+
+    trial = replace(make_trial("multikey", 300, 0.5, 0, words, BOOK), prompt=" ".join(["w"] * 20))  # 20 tokens
+    assert full.skip(list(range(8078)), trial, 12) == ""  # a multi-key "8k" trial: 8,110 positions
+    assert "8222 positions" in full.skip(list(range(MODEL_WINDOW - 20)), trial, 30)

@@ -111,10 +111,11 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
             if not missing:
                 continue
             trial = make_trial(task, length, depth, seed, count, book)
+            tokens = count(trial.history)  # once per trial: a 128k history takes a while to tokenise
             for m in missing:
                 t0 = time.perf_counter()
                 outcome: Outcome = runners[m].run(trial, b, MAX_NEW_TOKENS.get(task, 12))
-                row = {"key": trial.key, "task": task, "length": length, "tokens": count(trial.history), "budget": b,
+                row = {"key": trial.key, "task": task, "length": length, "tokens": tokens, "budget": b,
                        "depth": depth, "seed": seed, "method": m, **asdict(outcome), "wall_s": time.perf_counter() - t0,
                        "correct": (is_correct(trial, outcome.text) if trial.answer and not outcome.skipped else None),
                        "answer": trial.answer, "run": run_id, "commit": commit}
@@ -161,23 +162,22 @@ def coverage(rows: list[dict], tier: str, methods=DEFAULT_METHODS) -> tuple[int,
     """The tier's cells (task, length, budget, method) a method runs at — not `full` beyond the model's window nor
     token dropping beyond 32k — and those with fewer answered trials than the tier asks: (cells, shortfalls)."""
     spec = TIERS[tier]
+    need: dict = defaultdict(int)  # trials per (task, length, budget), as the tier's grid runs them
+    for task, length, b, _, _ in grid(spec, spec.tasks, spec.lengths, None):
+        need[(task, length, b)] += 1
     have: dict = defaultdict(int)
     for r in rows:
         if not r.get("skipped"):
             have[(r["task"], r["length"], r["budget"], r["method"])] += 1
     cells, short = 0, []
-    for task in spec.tasks:
-        budgets = spec.passkey_budgets if task == "passkey" else spec.budgets
-        need = spec.passkey_trials if task == "passkey" else spec.trials
-        for length in spec.lengths:
-            for b in budgets:
-                for m in methods:
-                    limit = getattr(METHODS[m], "max_length", None)
-                    if limit is not None and length > limit:
-                        continue
-                    cells += 1
-                    if have[(task, length, b, m)] < need:
-                        short.append(f"{task} {length:,} W={b} {m} {have[(task, length, b, m)]}/{need}")
+    for (task, length, b), n in need.items():
+        for m in methods:
+            limit = getattr(METHODS[m], "max_length", None)
+            if limit is not None and length > limit:
+                continue
+            cells += 1
+            if have[(task, length, b, m)] < n:
+                short.append(f"{task} {length:,} W={b} {m} {have[(task, length, b, m)]}/{n}")
     return cells, short
 
 
@@ -247,13 +247,19 @@ def summarise(rows: list[dict]) -> dict:
 BASELINES = ("truncation", "sink_window", "rag_minilm", "rag_bm25", "token_drop")
 
 
-def headline(table: dict) -> str:
-    """One table for every task: megacontext, oracle focus, the whole history (`full`) and the best
-    same-budget baseline of each cell (named), per history length; n trials in brackets."""
+def _by_task_budget(table: dict) -> dict:
+    """{(task, budget): {(method, length): entry}}"""
     by: dict = defaultdict(dict)
     for key, e in table.items():
         task, length, budget, method = key.split("|")
         by[(task, int(budget))][(method, int(length))] = e
+    return by
+
+
+def headline(table: dict) -> str:
+    """One table for every task: megacontext, oracle focus, the whole history (`full`) and the best
+    same-budget baseline of each cell (named), per history length; n trials in brackets."""
+    by = _by_task_budget(table)
     lengths = sorted({int(k.split("|")[1]) for k in table})
     lines = ["| task, W | method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |",
              "|---|---|" + "---|" * len(lengths)]
@@ -283,10 +289,7 @@ def headline(table: dict) -> str:
 
 
 def markdown(table: dict) -> str:
-    by: dict = defaultdict(dict)
-    for key, e in table.items():
-        task, length, budget, method = key.split("|")
-        by[(task, int(budget))][(method, int(length))] = e
+    by = _by_task_budget(table)
     parts = []
     for (task, budget), cells in sorted(by.items()):
         lengths = sorted({ln for _, ln in cells})
