@@ -28,6 +28,17 @@ def test_tasks_are_seeded_and_hold_their_needles(task):
         assert a.answer and is_correct(a, f" {a.answer}. Remember") and not is_correct(a, " 00000")
 
 
+def test_uuid_trials_keep_their_length_though_a_uuid_costs_many_tokens():
+    # BPE splits a UUID into ~30 tokens; a haystack cut to the full length would overshoot by five sentences' worth
+    def lumpy(text: str) -> int:
+        return sum(30 if w.count("-") == 4 else 1 for w in text.split())
+
+    for length in (1000, 8000):
+        t = make_trial("uuid_kv", length, 0.5, 3, lumpy, BOOK)
+        assert abs(lumpy(t.history) - length) <= max(10, length // 100)
+        assert t.answer in t.history[slice(*t.needles[0])]
+
+
 def test_trials_shrink_or_extend_a_tier_on_the_same_seeds():
     from megacontext.eval.bench import grid, tier_spec
 

@@ -131,10 +131,12 @@ def uuid_kv(length: int, depth: float, seed: int, count: Counter, hay: Callable[
     rng = random.Random(seed)
     pairs = [(str(uuid.UUID(int=rng.getrandbits(128))), str(uuid.UUID(int=rng.getrandbits(128)))) for _ in range(5)]
     depths = [depth] + [rng.uniform(0.02, 0.98) for _ in pairs[1:]]
-    history = _fit(hay, length - count(UUID_INTRO), count)
+    sentences = [f"The value for key {k} is {v}." for k, v in pairs]
+    # A UUID sentence is ~70 tokens: the haystack leaves room for all five, or an "8k" trial would not fit 8,192.
+    room = length - count(UUID_INTRO) - sum(count(s + " ") for s in sentences)
+    history = _fit(hay, room, count)
     spans: list[tuple[int, int]] = []
-    for (k, v), d in zip(pairs, depths):
-        sentence = f"The value for key {k} is {v}."
+    for sentence, d in zip(sentences, depths):
         history, span = _insert(history, d, sentence)
         spans = _shift(spans, span[0], len(sentence) + 1) + [span]
     k, v = pairs[0]
