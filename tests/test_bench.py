@@ -39,6 +39,20 @@ def test_uuid_trials_keep_their_length_though_a_uuid_costs_many_tokens():
         assert t.answer in t.history[slice(*t.needles[0])]
 
 
+def test_resume_refuses_rows_of_another_trial_under_the_same_key(tmp_path):
+    from megacontext.eval.bench import mixed_trials, same_trial
+
+    rows = [{"key": "uuid_kv|1000|0.500|0", "tokens": 1350}, {"key": "uuid_kv|1000|0.500|0", "tokens": 1350},
+            {"key": "passkey|1000|0.500|0", "tokens": 1004}]
+    seen = {r["key"]: r["tokens"] for r in rows}
+    same_trial(seen, "passkey|1000|0.500|0", 1004, tmp_path / "report.jsonl")  # the same trial: fine
+    same_trial(seen, "passkey|4000|0.500|0", 3998, tmp_path / "report.jsonl")  # a new one: fine
+    with pytest.raises(ValueError, match="1,350-token history.*1,000 tokens"):
+        same_trial(seen, "uuid_kv|1000|0.500|0", 1000, tmp_path / "report.jsonl")
+    assert mixed_trials(rows) == []
+    assert mixed_trials(rows + [{"key": "uuid_kv|1000|0.500|0", "tokens": 1000}]) == ["uuid_kv|1000|0.500|0"]
+
+
 def test_trials_shrink_or_extend_a_tier_on_the_same_seeds():
     from megacontext.eval.bench import grid, tier_spec
 

@@ -99,7 +99,9 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = out / f"{tier}.jsonl"
-    done = {(r["key"], r["budget"], r["method"]) for r in _read(results)}
+    earlier = _read(results)
+    done = {(r["key"], r["budget"], r["method"]) for r in earlier}
+    history_tokens = {r["key"]: r["tokens"] for r in earlier}
     cells = list(grid(spec, tasks, lengths, budget))
     todo = sum(1 for c in cells for m in methods if (_key(c), c[2], m) not in done)
     # Latency ratios pair rows of one run only: runs differ in threads and in what shares the cores.
@@ -112,6 +114,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                 continue
             trial = make_trial(task, length, depth, seed, count, book)
             tokens = count(trial.history)  # once per trial: a 128k history takes a while to tokenise
+            same_trial(history_tokens, trial.key, tokens, results)
             for m in missing:
                 t0 = time.perf_counter()
                 outcome: Outcome = runners[m].run(trial, b, MAX_NEW_TOKENS.get(task, 12))
@@ -126,6 +129,24 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                 bar.update(1)
     report(results, out)
     return results
+
+
+def same_trial(history_tokens: dict[str, int], key: str, tokens: int, results: Path) -> None:
+    """Refuse to resume onto rows of another trial under the same key: a changed task generator or another
+    model makes a history of another length, and mixing its rows with new ones would compare different trials."""
+    if history_tokens.get(key, tokens) != tokens:
+        raise ValueError(f"{results}: its rows for trial {key} have a {history_tokens[key]:,}-token history, but "
+                         f"this task generator and model make {tokens:,} tokens; remove that task's rows (or use "
+                         "another --out) and rerun")
+
+
+def mixed_trials(rows: list[dict]) -> list[str]:
+    """Trial keys whose rows record different history lengths (rows of two generators or models mixed)."""
+    lengths: dict[str, set[int]] = defaultdict(set)
+    for r in rows:
+        if "tokens" in r:
+            lengths[r["key"]].add(r["tokens"])
+    return sorted(k for k, ns in lengths.items() if len(ns) > 1)
 
 
 def _commit() -> str:
@@ -338,6 +359,9 @@ def report(results: Path, out: Path) -> None:
     stem = results.stem
     (out / f"{stem}_summary.json").write_text(json.dumps(table, indent=1) + "\n")
     head = provenance(rows)
+    if mixed := mixed_trials(rows):
+        head += (f"\n\n**Warning**: {len(mixed)} trials have rows of different history lengths (another task "
+                 f"generator or model), e.g. {', '.join(mixed[:3])}: remove the stale rows and rerun them.")
     if stem in TIERS:
         cells, short = coverage(rows, stem)
         head += f"\n\nCells at the {stem} tier's trials: {cells - len(short)} of {cells}"
