@@ -293,6 +293,7 @@ class MegaContextMethod:
         self.gister = gister
         self.positions = positions
         self.seed = seed
+        self.last_focus: list[dict] = []  # the latest answer's runs ({level, start, end}), for probes
 
     def run(self, trial: Trial, budget: int, max_new_tokens: int = 16) -> Outcome:
         from megacontext.focus import make_policy
@@ -320,6 +321,7 @@ class MegaContextMethod:
                                    answer_s=time.perf_counter() - t1)
                 ans = mc.generate(trial.prompt, max_new_tokens=max_new_tokens, budget=budget, stop="\n")
                 t2 = time.perf_counter()
+        self.last_focus = ans.focus
         moves = [len(p["moves"]) for p in ans.plans]
         return Outcome(self.name, text=ans.text, rows=ans.rows_used, ingest_s=ingest_s, answer_s=t2 - t1,
                        rounds=len(moves), swap_rate=sum(moves) / len(moves) if moves else 0.0,
