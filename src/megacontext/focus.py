@@ -253,26 +253,29 @@ class LensNetFocus:
         return out
 
     def _block_bonus(self, z):
+        """`block_bonus(z)`, derived once per scan and reused by every refocus round of the question."""
+        if self._bonus is None or self._bonus[0] is not z:
+            self._bonus = (z, self.block_bonus(z))
+        return self._bonus[1]
+
+    @classmethod
+    def block_bonus(cls, z):
         """Per L1 block: its lookahead bonus from its score `z` (None when the history is too short for
-        the statistics); derived once per scan, reused by every refocus round of the question.
+        the statistics).
 
         `LOOK_BONUS · clip((z − z99) / 2, 0, LOOK_CAP)`, scaled down to 0 for blocks LOOK_MARGIN below
         the best: a block must stand out from the crowd and come close to the best one."""
         import numpy as np
 
-        if self._bonus is not None and self._bonus[0] is z:
-            return self._bonus[1]
-        bonus = None
-        if len(z) >= self.MIN_SCAN:
-            strength = np.clip((z - np.percentile(z, 99)) / 2, 0, self.LOOK_CAP)
-            near_best = np.clip((z - (z.max() - self.LOOK_MARGIN)) / self.LOOK_MARGIN, 0, 1)
-            bonus = self.LOOK_BONUS * strength * near_best
-            # A needle often straddles blocks and only one stands out: its neighbours get a share of its bonus.
-            of_next, of_previous, of_two_back = np.r_[bonus[1:], 0], np.r_[0, bonus[:-1]], np.r_[0, 0, bonus[:-2]]
-            bonus = np.maximum.reduce([bonus, self.NEIGHBOUR_SHARE * np.maximum(of_next, of_previous),
-                                       self.FOLLOW_SHARE * of_two_back])
-        self._bonus = (z, bonus)
-        return bonus
+        if len(z) < cls.MIN_SCAN:
+            return None
+        strength = np.clip((z - np.percentile(z, 99)) / 2, 0, cls.LOOK_CAP)
+        near_best = np.clip((z - (z.max() - cls.LOOK_MARGIN)) / cls.LOOK_MARGIN, 0, 1)
+        bonus = cls.LOOK_BONUS * strength * near_best
+        # A needle often straddles blocks and only one stands out: its neighbours get a share of its bonus.
+        of_next, of_previous, of_two_back = np.r_[bonus[1:], 0], np.r_[0, bonus[:-1]], np.r_[0, 0, bonus[:-2]]
+        return np.maximum.reduce([bonus, cls.NEIGHBOUR_SHARE * np.maximum(of_next, of_previous),
+                                  cls.FOLLOW_SHARE * of_two_back])
 
     def _scan_blocks(self, store, query: Sequence[int], question: Sequence[int], block_size: int):
         """Per complete L1 block: how well it answers the question, as a z-score over the history's blocks
