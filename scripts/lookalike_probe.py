@@ -23,13 +23,15 @@ from megacontext.eval.tasks import make_trial
 from megacontext.focus import LensNetFocus, _zscore, lexical_scan
 
 
-def raw_marks(trial, focus: list[dict], count) -> str:
+def key_tokens(trial, count) -> list[int]:
+    """Token position of the asked key's sentence, then the four look-alikes' (the token before the key)."""
+    return [count(trial.history[: trial.history.index(f" is {key}.")])
+            for key in [trial.answer, *trial.meta["distractors"]]]
+
+
+def raw_marks(keys: list[int], focus: list[dict]) -> str:
     raw = [(r["start"], r["end"]) for r in focus if r["level"] == 0]
-    marks = ""
-    for key in [trial.answer, *trial.meta["distractors"]]:
-        at = count(trial.history[: trial.history.index(f" is {key}.")])  # the token before the key
-        marks += "R" if any(a <= at < b for a, b in raw) else "g"
-    return marks
+    return "".join("R" if any(a <= at < b for a, b in raw) else "g" for at in keys)
 
 
 class _Tokens:
@@ -42,12 +44,11 @@ class _Tokens:
         return self.ids[start:end]
 
 
-def scan_marks(trial, base, count, block_size: int = 32) -> str:
+def scan_marks(trial, keys: list[int], base, block_size: int = 32) -> str:
     ids, question = base.tokenize(trial.history), base.tokenize(trial.prompt)
     z = _zscore(lexical_scan(_Tokens(ids), question, len(ids) // block_size, block_size))
     bonus = LensNetFocus.block_bonus(z)
-    blocks = [count(trial.history[: trial.history.index(f" is {k}.")]) // block_size
-              for k in [trial.answer, *trial.meta["distractors"]]]
+    blocks = [at // block_size for at in keys]
     return (f"scan over {len(z)} blocks, 99th pct z {np.percentile(z, 99):.1f}: z " +
             " ".join(f"{z[b]:.1f}" for b in blocks) + ", bonus " + " ".join(f"{bonus[b]:.2f}" for b in blocks))
 
@@ -66,16 +67,18 @@ def main() -> None:
     for cell in args.cells.split(","):
         length, seed = (int(x) for x in cell.split(":"))
         trial = make_trial("multikey", length, trial_depth("multikey", length, seed), seed, count, book)
+        keys = key_tokens(trial, count)
         parts = []
         for name, method in methods.items():
             out = method.run(trial, args.budget)
-            parts.append(f"{name} {out.text.strip()[:5]} raw {raw_marks(trial, method.last_focus, count)}")
+            parts.append(f"{name} {out.text.strip()[:5]} raw {raw_marks(keys, method.last_focus)}")
         print(f"{length} seed {seed} (asked {trial.answer}): " + " | ".join(parts), flush=True)
-        print(f"    {scan_marks(trial, base, count)}", flush=True)
+        print(f"    {scan_marks(trial, keys, base)}", flush=True)
     for cell in filter(None, args.lengths_only_scan.split(",")):
         length, seed = (int(x) for x in cell.split(":"))
         trial = make_trial("multikey", length, trial_depth("multikey", length, seed), seed, count, book)
-        print(f"{length} seed {seed} (asked {trial.answer}): {scan_marks(trial, base, count)}", flush=True)
+        print(f"{length} seed {seed} (asked {trial.answer}): {scan_marks(trial, key_tokens(trial, count), base)}",
+              flush=True)
 
 
 if __name__ == "__main__":
