@@ -8,6 +8,11 @@ mark for the asked key's sentence followed by the four look-alikes'. Then the le
 lookahead scan for the same five sentences' blocks: z-score over the history's blocks, and the bonus it
 would give (`LensNetFocus.block_bonus`; a block is singled out from 1.0). `--lengths-only-scan 32000` adds
 lengths scanned without running the methods, for comparison.
+
+`--lead-scan multikey:4000/8000:20,uuid_kv:4000/8000:10` runs no method (tokeniser only): per task and length,
+over its first trials, how often the needle's block ranks first in the lexical scan, its lead in std over the
+best block elsewhere (its neighbours excluded), and on how many trials its bonus singles it out — a statistic
+that needs no crowd of blocks (the lead) against the one the focus uses (the bonus, from the 99th percentile).
 """
 
 from __future__ import annotations
@@ -53,16 +58,43 @@ def scan_marks(trial, keys: list[int], base, block_size: int = 32) -> str:
             " ".join(f"{z[b]:.1f}" for b in blocks) + ", bonus " + " ".join(f"{bonus[b]:.2f}" for b in blocks))
 
 
+def lead_scan(trial, base, count, block_size: int = 32) -> tuple[bool, float, float]:
+    """The needle's block in the lexical scan: ranked first?, its lead (std) over the best block outside the
+    needle and its neighbours, and its bonus (`LensNetFocus.block_bonus`)."""
+    ids, question = base.tokenize(trial.history), base.tokenize(trial.prompt)
+    z = _zscore(lexical_scan(_Tokens(ids), question, len(ids) // block_size, block_size))
+    bonus = LensNetFocus.block_bonus(z)
+    spans = trial.needle_tokens(count)
+    needle = sorted({b for lo, hi in spans for b in range(lo // block_size, (hi - 1) // block_size + 1) if b < len(z)})
+    elsewhere = np.ones(len(z), dtype=bool)
+    elsewhere[max(0, needle[0] - 1): needle[-1] + 2] = False
+    best = z[needle].max()
+    return bool(best >= z.max()), float(best - z[elsewhere].max()), float(bonus[needle].max())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", default="4000:3,4000:9,8000:3,8000:5", help="length:seed, comma-separated")
     ap.add_argument("--budget", type=int, default=1024)
     ap.add_argument("--methods", default="megacontext,mc_oracle")
     ap.add_argument("--lengths-only-scan", default="", help="length:seed cells to scan without running methods")
+    ap.add_argument("--lead-scan", default="", help="task:length/length:trials, comma-separated (no methods run)")
     args = ap.parse_args()
     base = BaseModel.load(None)
     count = lambda text: len(base.tokenize(text))  # noqa: E731
     book = _haystack_book()
+    if args.lead_scan:
+        for spec in args.lead_scan.split(","):
+            task, lengths, trials = spec.split(":")
+            for length in (int(x) for x in lengths.split("/")):
+                trials_ = [make_trial(task, length, trial_depth(task, length, seed), seed, count, book)
+                           for seed in range(int(trials))]
+                first, leads, bonus = (np.array(c) for c in zip(*(lead_scan(t, base, count) for t in trials_)))
+                print(f"{task} {length}: a needle block first {first.sum()}/{len(first)}, lead over the best "
+                      f"elsewhere min {leads.min():.2f} median {np.median(leads):.2f} max {leads.max():.2f} std; "
+                      f"singled out (bonus >= {LensNetFocus.SINGLED_OUT}) {(bonus >= LensNetFocus.SINGLED_OUT).sum()}"
+                      f"/{len(first)}", flush=True)
+        return
     methods = {m: make_method(m, base) for m in args.methods.split(",")}
     for cell in args.cells.split(","):
         length, seed = (int(x) for x in cell.split(":"))
