@@ -1,11 +1,11 @@
-"""MegaContext's answers on the report tier's first trials of some cells, with the focus's lead rule at a
-chosen LEAD (`LensNetFocus.LEAD`; `--lead inf` turns it off: the session-5 policy the report rows before
-session 8 used).
+"""MegaContext's answers on the report tier's first trials of some cells with the focus's LEAD rule on (an
+experiment, off by default: `LensNetFocus.LEAD`), against the default policy (`--lead inf`, the report rows).
 
-    python scripts/lead_focus_probe.py --cells multikey:4000:20,multikey:8000:20 --lead inf
-    python scripts/lead_focus_probe.py --cells multikey:4000:20,multikey:8000:20          # the default LEAD
+    python scripts/lead_focus_probe.py --cells multikey:4000:20,multikey:8000:20 --lead 0.5
+    python scripts/lead_focus_probe.py --cells passkey:1000:50 --budget 256 --lead 0.5
+    python scripts/lead_focus_probe.py --cells multikey:4000:20 --lead inf      # the default policy
 
-Prints each answer and, per task:length cell, the count right.
+Prints each answer with the token runs held raw when answering and, per task:length cell, the count right.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from megacontext.focus import LensNetFocus
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", default="multikey:4000:20", help="task:length:trials, comma-separated")
-    ap.add_argument("--lead", type=float, default=LensNetFocus.LEAD, help="std; inf turns the lead rule off")
+    ap.add_argument("--lead", type=float, default=0.5, help="std; inf: the rule off (the default policy)")
     ap.add_argument("--budget", type=int, default=1024)
     args = ap.parse_args()
     LensNetFocus.LEAD = args.lead
@@ -37,8 +37,9 @@ def main() -> None:
             trial = make_trial(task, int(length), trial_depth(task, int(length), seed), seed, count, book)
             text = method.run(trial, args.budget, MAX_NEW_TOKENS.get(task, 12)).text
             right += is_correct(trial, text)
+            raw = ", ".join(f"{r['start']}–{r['end']}" for r in method.last_focus if r["level"] == 0)
             print(f"  {task} {length} seed {seed}: {is_correct(trial, text)} {text.strip()[:40]!r} "
-                  f"(asked {trial.answer})", flush=True)
+                  f"(asked {trial.answer}; raw {raw})", flush=True)
         print(f"{task} {length} W={args.budget} lead {args.lead}: {right}/{trials}", flush=True)
 
 

@@ -12,7 +12,8 @@ lengths scanned without running the methods, for comparison.
 `--lead-scan multikey:4000/8000:20,uuid_kv:4000/8000:10` runs no method (tokeniser only): per task and length,
 over its first trials, how often the needle's block ranks first in the lexical scan, its lead in std over the
 best block elsewhere (its neighbours excluded), and on how many trials its bonus singles it out — a statistic
-that needs no crowd of blocks (the lead) against the one the focus uses (the bonus, from the 99th percentile).
+that needs no crowd of blocks (the lead) against the focus's bonus, from the 99th percentile (the default
+policy) or with the experimental LEAD rule (`--lead 0.5`; off by default).
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def main() -> None:
     ap.add_argument("--methods", default="megacontext,mc_oracle")
     ap.add_argument("--lengths-only-scan", default="", help="length:seed cells to scan without running methods")
     ap.add_argument("--lead-scan", default="", help="task:length/length:trials, comma-separated (no methods run)")
+    ap.add_argument("--lead", type=float, default=LensNetFocus.LEAD,
+                    help="the focus's experimental LEAD rule (std; inf, the default: off)")
     args = ap.parse_args()
+    LensNetFocus.LEAD = args.lead
     base = BaseModel.load(None)
     count = lambda text: len(base.tokenize(text))  # noqa: E731
     book = _haystack_book()

@@ -250,14 +250,17 @@ def test_lookahead_bonus_goes_to_the_best_block_not_to_look_alikes(tiny_base, tm
     assert policy._block_bonus(z) is bonus  # derived once per scan
 
 
-def test_a_top_block_that_leads_the_rest_is_singled_out_among_few_rivals():
+def test_a_top_block_that_leads_the_rest_is_singled_out_among_few_rivals(monkeypatch):
     """Over ~128 blocks the 99th percentile falls among a few key sentences: the asked one (with its straddled
-    neighbour) got a bonus under SINGLED_OUT from the crowd rule alone (multi-key at 4k)."""
+    neighbour) gets a bonus under SINGLED_OUT from the crowd rule alone (multi-key at 4k); the LEAD rule (an
+    experiment, off by default) singles it out."""
     from megacontext.focus import LensNetFocus
 
     z = np.random.default_rng(0).normal(0, 0.1, 128)
     z[100], z[101] = 5.0, 4.6  # the asked key's sentence, straddling two blocks
     z[[20, 40, 60, 80]] = 3.0  # the look-alikes
+    assert LensNetFocus.block_bonus(z).max() < LensNetFocus.SINGLED_OUT  # the default: the crowd rule alone
+    monkeypatch.setattr(LensNetFocus, "LEAD", 0.5)
     bonus = LensNetFocus.block_bonus(z)
     lead = 5.0 - 3.0
     assert bonus[100] == pytest.approx(LensNetFocus.LOOK_BONUS * lead / 2) and bonus[100] >= LensNetFocus.SINGLED_OUT

@@ -234,12 +234,14 @@ class LensNetFocus:
     NEIGHBOUR_SHARE = 0.75
     FOLLOW_SHARE = 0.5
     SINGLED_OUT = 1.0  # bonus (nats/token) above which a block must be raw before the question's focus is done
-    # A top block that leads every block outside its neighbours by LEAD std is singled out even when the
-    # 99th percentile falls among a few close rivals: over the 127 blocks of a 4k multi-key history the five
-    # key sentences fill the top percentile, the asked one leads the best look-alike by 0.9–2.1 std but its
-    # bonus stayed under SINGLED_OUT on 18 of 20 trials, and LensNet's scores (which rate look-alikes as high)
-    # opened them too (`python scripts/lookalike_probe.py --lead-scan multikey:4000:20`).
-    LEAD = 0.5
+    # LEAD (std), an experiment, off: a top block that leads every block outside its neighbours by LEAD is
+    # singled out even when the 99th percentile falls among a few close rivals. Over the 127 blocks of a 4k
+    # multi-key history the five key sentences fill the top percentile; the asked one leads the best
+    # look-alike by 0.9–2.1 std, but its bonus stays under SINGLED_OUT on 18 of 20 trials and LensNet's scores
+    # (which rate look-alikes as high) open them too (`python scripts/lookalike_probe.py --lead-scan
+    # multikey:4000:20`). At 0.5: multi-key 4k 14 → 17 of 20, 8k 16 → 17, but pass key at W = 256 and 1k
+    # 50 → 32 of 50 — the allocator then leaves the needle's own block a gist (`scripts/lead_focus_probe.py`).
+    LEAD = float("inf")
     MIN_SCAN = 16  # fewer L1 blocks than this: no lookahead (the statistics below need a crowd)
 
     def _covered(self, inp: FocusInput, query: Sequence[int]):
