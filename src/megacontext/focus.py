@@ -186,8 +186,7 @@ class LensNetFocus:
         singled_out = [b >= self.SINGLED_OUT for b in look]
         if any(singled_out):
             if all(e.level == 0 for e, hit in zip(inp.wc.entries, singled_out) if hit):
-                # The question's focus is complete: nothing scores, so the refocus stops here.
-                return [EntryScore(0.0, 0.0) for _ in look]
+                return self._focus_done(look, singled_out)
             # Open what the scan singled out over the recency prior, as the oracle opens a known needle.
             # LensNet's predicted gains here opened hundreds of L1 gists for recent raw text (book passkey
             # at 32k: 2 of 6 answers lost, the needle raw) and look-alike keys beside the asked one.
@@ -210,6 +209,13 @@ class LensNetFocus:
             gain = g + r + b
             scores.append(EntryScore(gain if gain > self.GAIN_FLOOR else 0.0, l + r + b))
         return scores
+
+    @staticmethod
+    def _focus_done(look: list[float], singled_out: list[bool]) -> list[EntryScore]:
+        """The question's focus is complete: nothing scores, so the refocus stops here. (Zero losses too: a
+        later collapse — the pinned prefix's exchange, room for the answer — may pick a singled-out block;
+        `scripts/lead_focus_probe.py --protect-done` tries keeping their losses.)"""
+        return [EntryScore(0.0, 0.0) for _ in look]
 
     # Gains below this open nothing: LensNet's own gain/loss heads order held-out moves only 60% right
     # (its card's pair_acc), and exchanging 0.02-nat predictions for −0.02-nat losses churned the working
