@@ -246,7 +246,8 @@ class LensNetFocus:
     # look-alike by 0.9–2.1 std, but its bonus stays under SINGLED_OUT on 18 of 20 trials and LensNet's scores
     # (which rate look-alikes as high) open them too (`python scripts/lookalike_probe.py --lead-scan
     # multikey:4000:20`). At 0.5: multi-key 4k 14 → 17 of 20, 8k 16 → 17, but pass key at W = 256 and 1k
-    # 50 → 32 of 50 — the allocator then leaves the needle's own block a gist (`scripts/lead_focus_probe.py`).
+    # 50 → 32 of 50: the needle's neighbours are singled out too, the focus completes early, and the pinned
+    # prefix buys its blocks with the needle's zero-loss block (`_focus_done`; `scripts/lead_focus_probe.py`).
     LEAD = float("inf")
     MIN_SCAN = 16  # fewer L1 blocks than this: no lookahead (the statistics below need a crowd)
 
