@@ -245,9 +245,8 @@ class LensNetFocus:
     # multi-key history the five key sentences fill the top percentile; the asked one leads the best
     # look-alike by 0.9–2.1 std, but its bonus stays under SINGLED_OUT on 18 of 20 trials and LensNet's scores
     # (which rate look-alikes as high) open them too (`python scripts/lookalike_probe.py --lead-scan
-    # multikey:4000:20`). At 0.5: multi-key 4k 14 → 17 of 20, 8k 16 → 17, but pass key at W = 256 and 1k
-    # 50 → 32 of 50: the needle's neighbours are singled out too, the focus completes early, and the pinned
-    # prefix buys its blocks with the needle's zero-loss block (`_focus_done`; `scripts/lead_focus_probe.py`).
+    # multikey:4000:20`). At 0.5, with `--protect-done`: multi-key 4k 14 → 17 of 20, 8k 16 → 18, pass key at
+    # W = 256 and 1k 50 → 48 of 50 (`scripts/lead_focus_probe.py`; docs/RESULTS.md, Benchmark).
     LEAD = float("inf")
     MIN_SCAN = 16  # fewer L1 blocks than this: no lookahead (the statistics below need a crowd)
 
@@ -280,7 +279,7 @@ class LensNetFocus:
 
         `LOOK_BONUS · clip((z − z99) / 2, 0, LOOK_CAP)`, scaled down to 0 for blocks LOOK_MARGIN below
         the best: a block must stand out from the crowd and come close to the best one. The top block
-        also gets at least SINGLED_OUT (and `LOOK_BONUS · lead / 2`) when it leads every block outside its
+        and its better neighbour also get at least SINGLED_OUT when the top leads every block outside its
         neighbours by LEAD std, whatever the crowd."""
         import numpy as np
 
@@ -294,7 +293,10 @@ class LensNetFocus:
         elsewhere[max(0, top - 1): top + 2] = False
         lead = z[top] - z[elsewhere].max()
         if lead >= cls.LEAD:
-            bonus[top] = max(bonus[top], cls.SINGLED_OUT, cls.LOOK_BONUS * min(lead / 2, cls.LOOK_CAP))
+            # The top block and its better neighbour (a sentence straddles two blocks), and no more: at W = 256
+            # a lead-scaled bonus singled out four blocks and pushed the pinned prefix out.
+            better = max((i for i in (top - 1, top + 1) if 0 <= i < len(z)), key=lambda i: z[i])
+            bonus[[top, better]] = np.maximum(bonus[[top, better]], cls.SINGLED_OUT)
         # A needle often straddles blocks and only one stands out: its neighbours get a share of its bonus.
         of_next, of_previous, of_two_back = np.r_[bonus[1:], 0], np.r_[0, bonus[:-1]], np.r_[0, 0, bonus[:-2]]
         return np.maximum.reduce([bonus, cls.NEIGHBOUR_SHARE * np.maximum(of_next, of_previous),
