@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 
+from megacontext.allocator import EntryScore
 from megacontext.base import BaseModel
 from megacontext.eval.bench import MAX_NEW_TOKENS, _haystack_book, trial_depth
 from megacontext.eval.methods import make_method
 from megacontext.eval.tasks import is_correct, make_trial
-from megacontext.allocator import EntryScore
 from megacontext.focus import TARGET_BONUS, LensNetFocus
 
 
@@ -43,9 +43,10 @@ def main() -> None:
         for seed in range(int(trials)):
             trial = make_trial(task, int(length), trial_depth(task, int(length), seed), seed, count, book)
             text = method.run(trial, args.budget, MAX_NEW_TOKENS.get(task, 12)).text
-            right += is_correct(trial, text)
+            ok = is_correct(trial, text)
+            right += ok
             raw = ", ".join(f"{r['start']}–{r['end']}" for r in method.last_focus if r["level"] == 0)
-            print(f"  {task} {length} seed {seed}: {is_correct(trial, text)} {text.strip()[:40]!r} "
+            print(f"  {task} {length} seed {seed}: {ok} {text.strip()[:40]!r} "
                   f"(asked {trial.answer}; raw {raw})", flush=True)
         print(f"{task} {length} W={args.budget} lead {args.lead}: {right}/{trials}", flush=True)
 

@@ -50,10 +50,15 @@ class _Tokens:
         return self.ids[start:end]
 
 
-def scan_marks(trial, keys: list[int], base, block_size: int = 32) -> str:
+def lexical_z(trial, base, block_size: int = 32):
+    """The lexical half of the lookahead scan over the trial's history (z per block) and the bonus it gives."""
     ids, question = base.tokenize(trial.history), base.tokenize(trial.prompt)
     z = _zscore(lexical_scan(_Tokens(ids), question, len(ids) // block_size, block_size))
-    bonus = LensNetFocus.block_bonus(z)
+    return z, LensNetFocus.block_bonus(z)
+
+
+def scan_marks(trial, keys: list[int], base, block_size: int = 32) -> str:
+    z, bonus = lexical_z(trial, base, block_size)
     blocks = [at // block_size for at in keys]
     return (f"scan over {len(z)} blocks, 99th pct z {np.percentile(z, 99):.1f}: z " +
             " ".join(f"{z[b]:.1f}" for b in blocks) + ", bonus " + " ".join(f"{bonus[b]:.2f}" for b in blocks))
@@ -62,9 +67,7 @@ def scan_marks(trial, keys: list[int], base, block_size: int = 32) -> str:
 def lead_scan(trial, base, count, block_size: int = 32) -> tuple[bool, float, float]:
     """The needle's block in the lexical scan: ranked first?, its lead (std) over the best block outside the
     needle and its neighbours, and its bonus (`LensNetFocus.block_bonus`)."""
-    ids, question = base.tokenize(trial.history), base.tokenize(trial.prompt)
-    z = _zscore(lexical_scan(_Tokens(ids), question, len(ids) // block_size, block_size))
-    bonus = LensNetFocus.block_bonus(z)
+    z, bonus = lexical_z(trial, base, block_size)
     spans = trial.needle_tokens(count)
     needle = sorted({b for lo, hi in spans for b in range(lo // block_size, (hi - 1) // block_size + 1) if b < len(z)})
     elsewhere = np.ones(len(z), dtype=bool)

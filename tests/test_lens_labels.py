@@ -261,9 +261,10 @@ def test_a_top_block_that_leads_the_rest_is_singled_out_among_few_rivals(monkeyp
     z[[20, 40, 60, 80]] = 3.0  # the look-alikes
     assert LensNetFocus.block_bonus(z).max() < LensNetFocus.SINGLED_OUT  # the default: the crowd rule alone
     monkeypatch.setattr(LensNetFocus, "LEAD", 0.5)
-    singled_out = np.flatnonzero(LensNetFocus.block_bonus(z) >= LensNetFocus.SINGLED_OUT)
+    bonus = LensNetFocus.block_bonus(z)
+    singled_out = np.flatnonzero(bonus >= LensNetFocus.SINGLED_OUT)
     assert singled_out.tolist() == [100, 101]  # the top block and its better neighbour, no more
-    assert not LensNetFocus.block_bonus(z)[[20, 40, 60, 80]].any()
+    assert not bonus[[20, 40, 60, 80]].any()
     # A look-alike within LEAD of the top: the crowd rule alone, which singles nothing out here.
     z[40] = 5.0 - LensNetFocus.LEAD / 2
     assert LensNetFocus.block_bonus(z).max() < LensNetFocus.SINGLED_OUT

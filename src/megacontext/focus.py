@@ -288,15 +288,15 @@ class LensNetFocus:
         strength = np.clip((z - np.percentile(z, 99)) / 2, 0, cls.LOOK_CAP)
         near_best = np.clip((z - (z.max() - cls.LOOK_MARGIN)) / cls.LOOK_MARGIN, 0, 1)
         bonus = cls.LOOK_BONUS * strength * near_best
-        top = int(np.argmax(z))
-        elsewhere = np.ones(len(z), dtype=bool)
-        elsewhere[max(0, top - 1): top + 2] = False
-        lead = z[top] - z[elsewhere].max()
-        if lead >= cls.LEAD:
-            # The top block and its better neighbour (a sentence straddles two blocks), and no more: at W = 256
-            # a lead-scaled bonus singled out four blocks and pushed the pinned prefix out.
-            better = max((i for i in (top - 1, top + 1) if 0 <= i < len(z)), key=lambda i: z[i])
-            bonus[[top, better]] = np.maximum(bonus[[top, better]], cls.SINGLED_OUT)
+        if np.isfinite(cls.LEAD):  # the experimental rule is off by default: no work for it then
+            top = int(np.argmax(z))
+            elsewhere = np.ones(len(z), dtype=bool)
+            elsewhere[max(0, top - 1): top + 2] = False
+            if z[top] - z[elsewhere].max() >= cls.LEAD:
+                # The top block and its better neighbour (a sentence straddles two blocks), and no more: at
+                # W = 256 a lead-scaled bonus singled out four blocks and pushed the pinned prefix out.
+                better = max((i for i in (top - 1, top + 1) if 0 <= i < len(z)), key=lambda i: z[i])
+                bonus[[top, better]] = np.maximum(bonus[[top, better]], cls.SINGLED_OUT)
         # A needle often straddles blocks and only one stands out: its neighbours get a share of its bonus.
         of_next, of_previous, of_two_back = np.r_[bonus[1:], 0], np.r_[0, bonus[:-1]], np.r_[0, 0, bonus[:-2]]
         return np.maximum.reduce([bonus, cls.NEIGHBOUR_SHARE * np.maximum(of_next, of_previous),
