@@ -21,7 +21,7 @@ import torch
 
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
-from megacontext.demo import load_book
+from megacontext.corpora import load_book
 from megacontext.runtime import MegaContext, inspect_store
 
 ROOT = Path(__file__).resolve().parents[1]

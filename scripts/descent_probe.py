@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
-from megacontext.eval.tasks import make_trial, is_correct
+from megacontext.tasks import make_trial, is_correct
 from megacontext.eval.bench import _haystack_book, trial_depth
 from megacontext.focus import make_policy
 from megacontext.runtime import MegaContext

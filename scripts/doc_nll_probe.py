@@ -22,7 +22,7 @@ from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.eval.bench import _haystack_book, trial_depth
 from megacontext.eval.methods import continuation_nll
-from megacontext.eval.tasks import make_trial
+from megacontext.tasks import make_trial
 from megacontext.focus import make_policy
 from megacontext.runtime import MegaContext
 from megacontext.tree import span

@@ -16,7 +16,7 @@ from pathlib import Path
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.eval.bench import MAX_NEW_TOKENS, _haystack_book, trial_depth
-from megacontext.eval.tasks import is_correct, make_trial
+from megacontext.tasks import is_correct, make_trial
 from megacontext.focus import make_policy
 from megacontext.runtime import MegaContext
 

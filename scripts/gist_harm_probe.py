@@ -20,7 +20,7 @@ import torch
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.eval.bench import _haystack_book, trial_depth
-from megacontext.eval.tasks import is_correct, make_trial
+from megacontext.tasks import is_correct, make_trial
 from megacontext.focus import make_policy
 from megacontext.gisters import GistNetGister
 from megacontext.nets.gistnet import GistNet

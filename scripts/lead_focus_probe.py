@@ -17,7 +17,7 @@ from megacontext.allocator import EntryScore
 from megacontext.base import BaseModel
 from megacontext.eval.bench import MAX_NEW_TOKENS, _haystack_book, trial_depth
 from megacontext.eval.methods import make_method
-from megacontext.eval.tasks import is_correct, make_trial
+from megacontext.tasks import is_correct, make_trial
 from megacontext.focus import TARGET_BONUS, LensNetFocus
 
 

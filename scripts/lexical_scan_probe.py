@@ -19,7 +19,7 @@ import numpy as np
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.eval.bench import _haystack_book, trial_depth
-from megacontext.eval.tasks import make_trial
+from megacontext.tasks import make_trial
 from megacontext.focus import LensNetFocus, lexical_scan
 from megacontext.runtime import MegaContext
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
-from megacontext.eval.tasks import make_trial
+from megacontext.tasks import make_trial
 from megacontext.eval.bench import _haystack_book, trial_depth
 from megacontext.nets.lensnet import LensNet, packaged_checkpoint
 from megacontext.runtime import MegaContext

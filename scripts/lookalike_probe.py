@@ -25,7 +25,7 @@ import numpy as np
 from megacontext.base import BaseModel
 from megacontext.eval.bench import _haystack_book, trial_depth
 from megacontext.eval.methods import make_method
-from megacontext.eval.tasks import make_trial
+from megacontext.tasks import make_trial
 from megacontext.focus import LensNetFocus, _zscore, lexical_scan
 
 

@@ -14,7 +14,7 @@ import random
 from megacontext.base import BaseModel
 from megacontext.eval import methods as M
 from megacontext.eval.bench import MAX_NEW_TOKENS, _haystack_book
-from megacontext.eval.tasks import is_correct, make_trial
+from megacontext.tasks import is_correct, make_trial
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ passes a mask. This probe measures both.
 import torch
 
 from megacontext.base import BaseModel
-from megacontext.demo import load_book
+from megacontext.corpora import load_book
 
 
 def main() -> None:

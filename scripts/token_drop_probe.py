@@ -14,7 +14,7 @@ import argparse
 from megacontext.base import BaseModel
 from megacontext.eval.bench import MAX_NEW_TOKENS, trial_depth
 from megacontext.eval.methods import greedy, make_method
-from megacontext.eval.tasks import is_correct, make_trial
+from megacontext.tasks import is_correct, make_trial
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.eval.bench import MAX_NEW_TOKENS, _haystack_book, trial_depth
 from megacontext.eval.methods import focus_recall
-from megacontext.eval.tasks import is_correct, make_trial
+from megacontext.tasks import is_correct, make_trial
 from megacontext.focus import LensNetFocus, _zscore, lexical_scan
 from megacontext.runtime import MegaContext
 

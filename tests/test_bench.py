@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from megacontext.eval.tasks import TASKS, is_correct, make_trial
+from megacontext.tasks import TASKS, is_correct, make_trial
 
 BOOK = "It was a bright cold day in April. The clocks were striking thirteen. " * 400
 
@@ -180,7 +180,7 @@ def test_smoke_tier_every_method_within_budget(tmp_path, real_base):
 
 @pytest.mark.real_model
 def test_megacontext_identity_law_when_history_fits(real_base):
-    from megacontext.demo import load_book
+    from megacontext.corpora import load_book
     from megacontext.eval.methods import make_method
 
     count = lambda text: len(real_base.tokenize(text))  # noqa: E731

@@ -8,7 +8,8 @@ import torch
 
 from megacontext.cli import main
 from megacontext.config import MegaConfig
-from megacontext.demo import hide_passkey, load_book
+from megacontext.corpora import load_book
+from megacontext.demo import hide_passkey
 from megacontext.runtime import MegaContext
 
 pytestmark = pytest.mark.real_model

@@ -8,6 +8,8 @@ so a reader for STRSXP/CHARSXP is all we need (no R).
 
 from __future__ import annotations
 
+import gzip
+import importlib.resources
 import struct
 import zlib
 from pathlib import Path
@@ -66,3 +68,12 @@ def austen_novels(rdb_path: str | Path) -> dict[str, str]:
         title = lines[0].strip().title()
         books[title] = "\n".join(lines).strip() + "\n"
     return books
+
+
+BOOK = "pride_and_prejudice.txt.gz"
+
+
+def load_book(name: str = BOOK) -> str:
+    """A public-domain novel bundled with the package (from Debian's r-cran-janeaustenr)."""
+    raw = importlib.resources.files("megacontext").joinpath("data", name).read_bytes()
+    return gzip.decompress(raw).decode("utf-8")

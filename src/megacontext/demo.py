@@ -6,8 +6,6 @@ which gister and focus policy were used (non-learned stand-ins until GistNet and
 
 from __future__ import annotations
 
-import gzip
-import importlib.resources
 import json
 import random
 import tempfile
@@ -15,13 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-BOOK = "pride_and_prejudice.txt.gz"
-
-
-def load_book(name: str = BOOK) -> str:
-    """A public-domain novel bundled with the package (from Debian's r-cran-janeaustenr)."""
-    raw = importlib.resources.files("megacontext").joinpath("data", name).read_bytes()
-    return gzip.decompress(raw).decode("utf-8")
+from megacontext.corpora import load_book
 
 
 def hide_passkey(text: str, rng: random.Random) -> tuple[str, str, float]:
@@ -50,7 +42,7 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
     from megacontext.working import focus_strip, from_json
 
     rng = random.Random(seed)
-    from megacontext.eval.tasks import PASSKEY_INTRO
+    from megacontext.tasks import PASSKEY_INTRO
 
     text, passkey, depth = hide_passkey(load_book(), rng)
     text = PASSKEY_INTRO + text

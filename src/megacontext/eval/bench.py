@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from megacontext.eval.methods import METHODS, Outcome, make_method
-from megacontext.eval.tasks import TASKS, is_correct, make_trial
+from megacontext.tasks import TASKS, is_correct, make_trial
 
 # Every method once: `mc_lensnet` names the policy that `megacontext` already uses for the default model.
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "mc_lensnet")
@@ -226,7 +226,7 @@ def _haystack_book() -> str:
 
         return "\n\n".join(data.books("test").values())
     except ValueError:
-        from megacontext.demo import load_book
+        from megacontext.corpora import load_book
 
         return load_book()
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
-from megacontext.eval.tasks import Trial
+from megacontext.tasks import Trial
 
 CHUNK = 64  # retrieval chunk size in tokens
 MODEL_WINDOW = 8192

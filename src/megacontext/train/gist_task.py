@@ -160,7 +160,7 @@ class QASample:
 def qa_sample(base: BaseModel, books: list[np.ndarray], rng: np.random.Generator, cfg: GistTaskConfig,
               k: int) -> QASample:
     """A retrieval trial on a random slice of a training book, laid out as a perfect focus would keep it."""
-    from megacontext.eval.tasks import make_trial
+    from megacontext.tasks import make_trial
 
     task, length = str(rng.choice(cfg.qa_tasks)), int(rng.choice(cfg.qa_lengths))
     book = books[int(rng.integers(len(books)))]

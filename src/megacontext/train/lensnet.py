@@ -51,7 +51,7 @@ def make_snapshots(out: str | Path, cfg: LabelConfig = LabelConfig(), model: str
 
     from megacontext import allocator, data
     from megacontext.config import MegaConfig
-    from megacontext.eval.tasks import make_trial
+    from megacontext.tasks import make_trial
     from megacontext.focus import FocusInput, RandomFocus
     from megacontext.runtime import MegaContext
     from megacontext.working import apply_plan
