@@ -1,7 +1,7 @@
-# Sourced by the scripts/gpu_*.sh jobs on a lent GPU machine (the `device` tool): installs the carried
+# Sourced by the scripts/gpu/*.sh jobs on a lent GPU machine (the `device` tool): installs the carried
 # wheels (.whl/: transformers, gguf, regex as pinned here) and rebuilds the default model from the GGUF,
 # which travels in parts under $STASH because one call may carry at most 64 MiB.
-# Local dry run: PY=.venv/bin/python DEVICE=cpu STASH=DIR RUNS=DIR OUT=DIR bash scripts/gpu_<job>.sh
+# Local dry run: PY=.venv/bin/python DEVICE=cpu STASH=DIR RUNS=DIR OUT=DIR bash scripts/gpu/<job>.sh
 STASH=${STASH:-/root/stash}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}

@@ -15,7 +15,7 @@ pack() { for f in $RUNS/gistnet.safetensors $RUNS/gistnet.json $RUNS/gistnet-l2.
                   $RUNS/eval/gist_eval.json; do [ -f $f ] && cp $f $OUT/; done
          [ -f $RUNS/l1/log.jsonl ] && cp $RUNS/l1/log.jsonl $OUT/l1_log.jsonl
          [ -f $RUNS/l2/log.jsonl ] && cp $RUNS/l2/log.jsonl $OUT/l2_log.jsonl; true; }
-source scripts/gpu_setup.sh
+source scripts/gpu/setup.sh
 $PY -c "
 import torch, transformers; from megacontext.base import BaseModel
 b = BaseModel.load(device='$DEVICE'); print('fingerprint', b.info.fingerprint, 'torch', torch.__version__,
