@@ -8,7 +8,8 @@ import pytest
 from megacontext.cli import build_parser, main
 from megacontext.store import Store
 
-SUBCOMMANDS = ["ingest", "ask", "score", "inspect", "demo", "prepare-model", "data", "train", "eval", "bench", "chat", "serve"]
+SUBCOMMANDS = ["ingest", "ask", "score", "inspect", "demo", "prepare-model", "data", "train", "label", "eval", "bench",
+               "chat", "serve"]
 TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune. " * 30
 
 
@@ -123,6 +124,51 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["ask", "--store", "x", "--budget", "many", "Q?"])
     assert exc.value.code == 2
+
+
+def test_label_merge_appends_folders_and_gpu_tars(tmp_path, capsys):
+    import tarfile
+
+    import numpy as np
+
+    from megacontext.train.lens_labels import Snapshot, load_index, save
+
+    def labels(folder, tasks):  # a real labelling folder: one small snapshot per task
+        for i, task in enumerate(tasks):
+            n = 3 + i
+            save(Snapshot(np.full((n, 4), i, np.float32), np.arange(n), np.zeros(n), np.array([7, 8]),
+                          np.full(n, 0.5), np.full(n, np.nan), {"task": task}), folder, i)
+        return folder
+
+    labels(tmp_path / "gpu" / "labels-s0", ["passkey", "multikey"])
+    labels(tmp_path / "gpu" / "labels-s1", ["uuid_kv"])
+    for s in ("labels-s0", "labels-s1"):
+        with tarfile.open(tmp_path / f"{s}.tar", "w") as tar:  # as scripts/gpu/label_focus.sh packs them
+            tar.add(tmp_path / "gpu" / s, arcname=s)
+    out = tmp_path / "merged"
+    labels(out, ["vartrack"])  # merging appends to what --out already holds
+    local = labels(tmp_path / "local", ["doc"])
+    code, text, _ = run(["label", "merge", str(tmp_path / "labels-s0.tar"), str(tmp_path / "labels-s1.tar"),
+                         str(local), "--out", str(out)], capsys)
+    assert code == 0 and f"5 snapshots in {out}" in text
+    rows = load_index(out)
+    assert [(r["file"], r["task"], r.get("from")) for r in rows] == [
+        ("snap-000000.safetensors", "vartrack", None),
+        ("snap-000001.safetensors", "passkey", "labels-s0.tar/snap-000000.safetensors"),
+        ("snap-000002.safetensors", "multikey", "labels-s0.tar/snap-000001.safetensors"),
+        ("snap-000003.safetensors", "uuid_kv", "labels-s1.tar/snap-000000.safetensors"),
+        ("snap-000004.safetensors", "doc", "local/snap-000000.safetensors")]
+    merged = Snapshot.load(out / "snap-000002.safetensors")  # the snapshot itself, not only its index line
+    assert merged.entries.shape == (4, 4) and (merged.entries == 1).all() and merged.query.tolist() == [7, 8]
+    assert sorted(p.name for p in out.iterdir()) == ["index.jsonl"] + [f"snap-00000{i}.safetensors" for i in range(5)]
+    before = (out / "index.jsonl").read_text()
+    code, _, err = run(["label", "merge", str(local), str(tmp_path / "missing.tar"), "--out", str(out)], capsys)
+    assert code == 1 and "missing.tar: no such label folder or tar file" in err and len(err.splitlines()) == 1
+    code, _, err = run(["label", "merge", str(tmp_path / "gpu"), "--out", str(out)], capsys)
+    assert code == 1 and "not a folder of labelled snapshots" in err
+    code, _, err = run(["label", "merge", "--out", str(out)], capsys)
+    assert code == 1 and "at least one SOURCE" in err
+    assert (out / "index.jsonl").read_text() == before  # a bad source writes nothing
 
 
 def test_chat_remembers_across_sessions(tmp_path, tiny_model_dir):

@@ -156,6 +156,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_label(args: argparse.Namespace) -> None:
+    if args.what == "merge":
+        from megacontext.train.label_merge import merge
+
+        print(f"{merge(args.sources, args.out)} snapshots in {args.out}")
+        return
+    if args.sources:
+        raise ValueError(f"label focus takes no SOURCE (got {args.sources[0]!r}); did you mean `label merge`?")
     from megacontext.train.lensnet import LabelConfig, make_snapshots
 
     lengths = tuple(int(x) for x in args.lengths.split(",")) if args.lengths else LabelConfig.lengths
@@ -289,10 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("label", help="Counterfactual focus labels for LensNet (resumable).",
+    p = sub.add_parser("label", help="Counterfactual focus labels for LensNet (resumable); merge label folders.",
                        description="Counterfactual focus labels for LensNet: snapshots of working contexts over "
-                                   "task and book histories, each legal move scored by the frozen LM (resumable).")
-    p.add_argument("what", choices=["focus"])
+                                   "task and book histories, each legal move scored by the frozen LM (resumable). "
+                                   "`label merge SOURCE... --out DIR` appends label folders (or GPU tars) to DIR.")
+    p.add_argument("what", choices=["focus", "merge"],
+                   help="focus: label new snapshots; merge: append label folders (or GPU tars of them) to --out")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="merge: label folders or .tar files of them")
     p.add_argument("--out", default="data/lens_labels", metavar="DIR", help="default data/lens_labels (git-ignored)")
     p.add_argument("--snapshots", type=int, default=200, help="total snapshots wanted (default 200)")
     p.add_argument("--budget", type=int, default=1024)
