@@ -94,7 +94,7 @@ def test_label_train_and_focus_end_to_end(tmp_path, tiny_model_dir, tiny_base):
     runtime within budget."""
     import json
 
-    from megacontext.focus import LensNetFocus
+    from megacontext.focus import LexicalFocus
     from megacontext.train.lensnet import (LabelConfig, LensTask, LensTaskConfig, make_snapshots, relevance_loss,
                                            snapshot_losses, train_lensnet)
 
@@ -127,7 +127,7 @@ def test_label_train_and_focus_end_to_end(tmp_path, tiny_model_dir, tiny_base):
     assert after < 0.75 * before, (before, after)  # 1.60 → 0.98 when written
     with _mc(tmp_path, tiny_base) as mc:
         mc.append(TEXT * 3)
-        mc.policy = LensNetFocus(tiny_base, checkpoint=str(path))
+        mc.policy = LexicalFocus(tiny_base, checkpoint=str(path))
         answer = mc.generate(" a good", max_new_tokens=6, budget=120)
         assert answer.rows_used <= 120
 
@@ -165,7 +165,7 @@ def test_lookahead_lifts_every_entry_over_an_outstanding_l1_block(tmp_path, tiny
     """The lookahead scans all L1 gists once per question (cached) and gives the entries that cover a block
     standing far above the crowd — at any level — a bonus that outranks any predicted gain."""
     from megacontext.allocator import EntryScore
-    from megacontext.focus import FocusInput, LensNetFocus, RecencyFocus
+    from megacontext.focus import FocusInput, LexicalFocus, RecencyFocus
     from megacontext.tree import span
 
     torch.manual_seed(0)
@@ -174,10 +174,10 @@ def test_lookahead_lifts_every_entry_over_an_outstanding_l1_block(tmp_path, tiny
     with _mc(tmp_path, tiny_base) as mc:
         mc.append(TEXT * 4)  # ~2.2k tokens: 270 L1 gists, a few L2
         wc = mc.working_context(160)
-        policy = LensNetFocus(tiny_base, checkpoint=str(tmp_path / "lens.safetensors"))
+        policy = LexicalFocus(tiny_base, checkpoint=str(tmp_path / "lens.safetensors"))
         query = (5, 6, 7)
         n = mc.store.counts[1]
-        logits = policy._scan_l1(mc.store, query, n)
+        logits = policy.lens.scan_l1(mc.store, query, n, policy.config.scan_chunk)
         assert logits.shape == (n,) and np.isfinite(logits).all()
         scan = policy._scan_blocks(mc.store, query, query, 8)
         assert policy._scan_blocks(mc.store, query, query, 8) is scan  # once per question
@@ -187,7 +187,7 @@ def test_lookahead_lifts_every_entry_over_an_outstanding_l1_block(tmp_path, tiny
         bonus = policy._covered(FocusInput(wc, mc.store, query, question=True), query)
         covers = [span(e, 8)[0] <= needle * 8 < span(e, 8)[1] for e in wc.entries]
         assert sum(covers) == 1 and wc.entries[covers.index(True)].level >= 2  # a coarse gist holds it
-        assert bonus[covers.index(True)] == policy.LOOK_BONUS * policy.LOOK_CAP
+        assert bonus[covers.index(True)] == policy.config.look_bonus * policy.config.look_cap == 8.0
         assert np.all(np.delete(bonus, covers.index(True)) < 0.5)
         scores = policy.score(FocusInput(wc, mc.store, query, question=True))
         assert max(range(len(scores)), key=lambda i: scores[i].gain) == covers.index(True)
@@ -235,61 +235,43 @@ def test_lexical_scan_counts_rare_question_tokens_near_each_block():
 
 
 def test_lookahead_bonus_goes_to_the_best_block_not_to_look_alikes(tiny_base, tmp_path):
-    from megacontext.focus import LensNetFocus
+    from megacontext.config import FocusConfig
+    from megacontext.focus import LexicalFocus
 
     net = LensNet(LensNetConfig(dim=tiny_base.info.dim, hidden=32, heads=4, query_tokens=16))
     net.save(tmp_path / "lens", {"kind": "lensnet"})
-    policy = LensNetFocus(tiny_base, checkpoint=str(tmp_path / "lens.safetensors"))
+    cfg = FocusConfig()
+    policy = LexicalFocus(tiny_base, checkpoint=str(tmp_path / "lens.safetensors"), config=cfg)
     z = np.random.default_rng(0).normal(0, 0.1, 400)
-    z[100], z[200], z[300] = 10.0, 10.0 - policy.LOOK_MARGIN / 2, 10.0 - policy.LOOK_MARGIN  # the asked key, look-alikes
+    z[100], z[200], z[300] = 10.0, 10.0 - cfg.look_margin / 2, 10.0 - cfg.look_margin  # the asked key, look-alikes
     bonus = policy._block_bonus(z)
-    assert bonus[100] == policy.LOOK_BONUS * policy.LOOK_CAP
-    assert [bonus[100 + d] / bonus[100] for d in (-2, -1, 1, 2)] == [
-        0, policy.NEIGHBOUR_SHARE, policy.NEIGHBOUR_SHARE, policy.FOLLOW_SHARE]  # the answer follows its key
+    assert bonus[100] == cfg.look_bonus * cfg.look_cap == 8.0
+    assert [bonus[100 + d] / bonus[100] for d in (-2, -1, 1, 2)] == [0, 0.75, 0.75, 0.5]  # the answer follows its key
     assert bonus[200] == pytest.approx(bonus[100] / 2) and bonus[300] == 0 and bonus[50] == 0
     assert policy._block_bonus(z) is bonus  # derived once per scan
 
 
-def test_a_top_block_that_leads_the_rest_is_singled_out_among_few_rivals(monkeypatch):
-    """Over ~128 blocks the 99th percentile falls among a few key sentences: the asked one (with its straddled
-    neighbour) gets a bonus under SINGLED_OUT from the crowd rule alone (multi-key at 4k); the LEAD rule (an
-    experiment, off by default) singles it out with the neighbour its sentence straddles into."""
-    from megacontext.focus import LensNetFocus
-
-    z = np.random.default_rng(0).normal(0, 0.1, 128)
-    z[100], z[101] = 5.0, 4.6  # the asked key's sentence, straddling two blocks
-    z[[20, 40, 60, 80]] = 3.0  # the look-alikes
-    assert LensNetFocus.block_bonus(z).max() < LensNetFocus.SINGLED_OUT  # the default: the crowd rule alone
-    monkeypatch.setattr(LensNetFocus, "LEAD", 0.5)
-    bonus = LensNetFocus.block_bonus(z)
-    singled_out = np.flatnonzero(bonus >= LensNetFocus.SINGLED_OUT)
-    assert singled_out.tolist() == [100, 101]  # the top block and its better neighbour, no more
-    assert not bonus[[20, 40, 60, 80]].any()
-    # A look-alike within LEAD of the top: the crowd rule alone, which singles nothing out here.
-    z[40] = 5.0 - LensNetFocus.LEAD / 2
-    assert LensNetFocus.block_bonus(z).max() < LensNetFocus.SINGLED_OUT
-
-
 def test_lensnet_gains_below_the_floor_open_nothing(tmp_path, tiny_base):
-    """LensNet's own predicted gains under GAIN_FLOOR are noise and open nothing: exchanging them for
-    equally noisy losses churned a question's refocus through every round (multi-key at 1k)."""
-    from megacontext.focus import FocusInput, LensNetFocus
+    """LensNet's own predicted gains under the gain floor (`FocusConfig.gain_floor`, 0.1) are noise and open
+    nothing: exchanging them for equally noisy losses churned a question's refocus through every round
+    (multi-key at 1k)."""
+    from megacontext.focus import FocusInput, LexicalFocus
 
     net = LensNet(LensNetConfig(dim=tiny_base.info.dim, hidden=32, heads=4, query_tokens=16))
     net.save(tmp_path / "lens", {"kind": "lensnet"})
-    policy = LensNetFocus(tiny_base, checkpoint=str(tmp_path / "lens.safetensors"))
+    policy = LexicalFocus(tiny_base, checkpoint=str(tmp_path / "lens.safetensors"))
     predicted = {}
 
     class Fixed(torch.nn.Module):  # gains 0…0.3 nats/token, losses −0.02, relevance ≈ 0
-        config = policy.net.config
+        config = policy.lens.net.config
 
         def forward(self, entries, levels, distances, query):
             n = entries.shape[1]
             predicted["gain"] = torch.linspace(0.0, 0.3, n, device=entries.device)
             out = torch.stack([predicted["gain"], torch.full((n,), -0.02), torch.full((n,), -1.0)], dim=-1)
-            return out[None] * policy.scale
+            return out[None] * policy.lens.scale
 
-    policy.net = Fixed()
+    policy.lens.net = Fixed()
     with _mc(tmp_path, tiny_base) as mc:
         mc.append(TEXT * 4)
         wc = mc.working_context(160)
@@ -297,6 +279,6 @@ def test_lensnet_gains_below_the_floor_open_nothing(tmp_path, tiny_base):
         question = (next(t for t in range(1, 10**6) if t not in held),)  # no lexical match: LensNet decides
         scores = policy.score(FocusInput(wc, mc.store, question, question=True))
     gains = predicted["gain"].tolist()
-    assert [s.gain for s in scores] == pytest.approx([g if g > policy.GAIN_FLOOR else 0.0 for g in gains], abs=1e-4)
+    assert [s.gain for s in scores] == pytest.approx([g if g > 0.1 else 0.0 for g in gains], abs=1e-4)
     assert 0 < sum(s.gain > 0 for s in scores) < len(scores)
     assert all(s.loss == pytest.approx(-0.02, abs=1e-4) for s in scores)

@@ -189,23 +189,22 @@ def test_question_refocus_may_make_more_moves_than_decoding(tmp_path, tiny_base,
 
 
 @pytest.mark.parametrize("target_bonus, needle_raw", [(None, True), (10.0, False)])
-def test_question_target_outranks_pinned_prefix_when_both_do_not_fit(tmp_path, tiny_base, monkeypatch,
-                                                                      target_bonus, needle_raw):
+def test_question_target_outranks_pinned_prefix_when_both_do_not_fit(tmp_path, tiny_base, target_bonus, needle_raw):
     """Regression: at a tight budget the pinned prefix (+10) took the rows the needle's descent needed
     (passkey at 32k, W = 256: 0/17). A target outranks the whole prefix; with the old equal rank the
     needle stays a gist."""
-    from megacontext import focus
+    from megacontext.config import FocusConfig
     from megacontext.focus import make_policy
 
-    if target_bonus is not None:
-        monkeypatch.setattr(focus, "TARGET_BONUS", target_bonus)
+    focus = FocusConfig() if target_bonus is None else FocusConfig(target_bonus=target_bonus)
+    assert (focus.pinned_bonus, focus.target_bonus) == (10.0, target_bonus or 100.0)
     cfg = config(budget=56, protected=8)
     cfg = replace(cfg, working=replace(cfg.working, pinned_tokens=16))
     with MegaContext.open(tmp_path / "s", tiny_base, cfg, create=True) as mc:
         mc.append(TEXT * 12)  # 4,368 tokens: four levels of gists at K = 8
         n = mc.store.num_tokens
         needle = (n // 2 + 3, n // 2 + 7)
-        mc.policy = make_policy("oracle", targets=[needle])
+        mc.policy = make_policy("oracle", targets=[needle], config=focus)
         answer = mc.generate(" a good", max_new_tokens=2, budget=56)
         assert answer.rows_used <= 56
         raw = {e.index for e in mc.current.entries if e.level == 0}

@@ -53,12 +53,37 @@ class WorkingConfig:
 
 
 @dataclass(frozen=True)
+class FocusConfig:
+    """Knobs of the focus policies: the rank offsets and the v1 rule stack (`megacontext.focus.lexical`).
+    The measurements behind each value: docs/experiments.md, "Focus (v1 rule stack)"."""
+
+    # Score offsets (nats/token, far above any predicted gain) for what must be raw. A collapse's loss sums
+    # the entries it merges, so a target (the oracle's needle, a singled-out block) outweighs a whole
+    # pinned prefix of up to 10 blocks.
+    pinned_bonus: float = 10.0
+    target_bonus: float = 100.0  # 10 × pinned_bonus
+    gain_floor: float = 0.1  # LensNet's own predicted gains below this open nothing (they are noise)
+    look_bonus: float = 2.0  # lookahead bonus (nats/token) per 2 std above the 99th percentile
+    look_cap: float = 4.0  # the bonus is graded up to look_cap × look_bonus: the most outstanding opens first
+    look_margin: float = 1.0  # std below the best block at which the bonus has fallen to 0 (look-alikes)
+    lens_weight: float = 0.25  # LensNet's relevance z-score, weighted, beside the lexical one
+    neighbour_share: float = 0.75  # of a block's bonus, to the blocks either side (a needle straddles blocks)
+    follow_share: float = 0.5  # of a block's bonus, to the second block after it (an answer follows its key)
+    singled_out: float = 1.0  # bonus above which a block must be raw before the question's focus is done
+    # Experimental, off: a top block leading every block beyond its neighbours by `lead` std is singled out.
+    lead: float = math.inf
+    min_scan: int = 16  # fewer L1 blocks than this: no lookahead (the statistics need a crowd)
+    scan_chunk: int = 1024  # L1 gists per LensNet pass of the lookahead scan (keeps its cost linear)
+
+
+@dataclass(frozen=True)
 class MegaConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     working: WorkingConfig = field(default_factory=WorkingConfig)
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
     gister: str | None = None  # registry name (megacontext.gisters); None: the store's own, else the default for the model
-    focus: str | None = None  # registry name (megacontext.focus); None: lensnet where one is trained for the model, else recency
+    focus: str | None = None  # registry name (megacontext.focus); None: lexical where a LensNet is trained for the model, else recency
+    focus_config: FocusConfig = field(default_factory=FocusConfig)
 
     def with_budget(self, budget: int | None) -> "MegaConfig":
         if budget is None:

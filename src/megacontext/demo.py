@@ -97,7 +97,7 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
     print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result["timings"].items() if k != "ingest_tokens_per_s"))
     made_by = ("the 'mean' stand-in (the mean of the token embeddings)" if gister == "mean"
                else "the trained GistNet")
-    if mc_policy_name == "lensnet":
+    if mc_policy_name == "lexical":  # the default rule stack, which reads LensNet
         print(f"\nWhat happened: gists come from {made_by}; focus chose what to read raw ({raw:,} of {total:,} "
               "tokens: the newest ones, and the block that LensNet's relevance and the question's words single out). "
               "Gists do not keep exact digits: the answer is right only when focus opened the pass key's block.")

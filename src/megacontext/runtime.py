@@ -90,8 +90,7 @@ class MegaContext:
         self.base = base
         self.config = config
         self.gister = gister or make_gister(config.gister or default_gister(base), base)
-        focus = config.focus or default_focus(base.info.name)
-        self.policy = make_policy(focus, **({"base": base} if focus == "lensnet" else {}))
+        self.policy = make_policy(config.focus or default_focus(base.info.name), base=base, config=config.focus_config)
         self.k = store.block_size
         self.current: WorkingContext | None = None  # the working context the LM sees right now (viewers read it)
         state = store.read_json(FOCUS_STATE) or {}

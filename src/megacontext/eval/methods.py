@@ -288,8 +288,8 @@ class MegaContextMethod:
     def __init__(self, base: BaseModel, name: str, policy: str | None = None, gister: str | None = None,
                  positions: str = "compact", seed: int = 0) -> None:
         self.base, self.name = base, name
-        self.policy = policy or {"mc_recency": "recency", "mc_oracle": "oracle", "mc_random": "random",
-                                 "mc_lensnet": "lensnet"}.get(name)  # None (`megacontext`): the default policy
+        # `mc_<name>` runs the focus policy registered as <name>; `megacontext` (None) the default one.
+        self.policy = policy or (name.removeprefix("mc_") if name.startswith("mc_") else None)
         self.gister = gister
         self.positions = positions
         self.seed = seed
@@ -306,14 +306,9 @@ class MegaContextMethod:
         with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:
             shutil.copytree(ingested, Path(tmp) / "s")
             with MegaContext.open(Path(tmp) / "s", self.base, cfg) as mc:
-                if self.policy == "oracle":
-                    mc.policy = make_policy("oracle", targets=spans)
-                elif self.policy == "random":
-                    mc.policy = make_policy("random", seed=self.seed)
-                elif self.policy == "lensnet":
-                    mc.policy = make_policy("lensnet", base=self.base)
-                elif self.policy is not None:
-                    mc.policy = make_policy(self.policy)
+                if self.policy is not None:
+                    mc.policy = make_policy(self.policy, base=self.base, config=cfg.focus_config, targets=spans,
+                                            seed=self.seed)
                 t1 = time.perf_counter()
                 if trial.task == "doc_nll":
                     r = mc.score(trial.continuation, budget=budget)

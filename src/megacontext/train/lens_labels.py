@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from megacontext.focus.lensnet import features
 from megacontext.tree import level_counts, span
 from megacontext.working import (Move, WorkingContext, apply_move, collapse_target, first_changed_row,
                                  protected_start)
@@ -70,21 +71,6 @@ class Snapshot:
         return cls(t["entries"].float().numpy(), t["levels"].numpy(), t["distances"].numpy(), t["query"].numpy(),
                    t["gain"].numpy(), t["loss"].numpy(), meta or {},
                    t["relevant"].numpy() if "relevant" in t else None)
-
-
-def features(store, wc: WorkingContext, query_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """LensNet inputs for `wc`: entry vectors `[n, d]`, levels, distances (blocks to the cursor) and
-    the newest `query_tokens` raw token ids."""
-    k = wc.block_size
-    vecs = []
-    for e in wc.entries:
-        level = max(e.level, 1)  # a raw block is seen through its L1 gist (same index)
-        vecs.append(store.read_gists(level, e.index, e.index + 1)[0])
-    entries = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, store.read_gists(1, 0, 1).shape[1]))
-    levels = np.array([e.level for e in wc.entries], dtype=np.int64)
-    distances = np.array([(wc.num_tokens - span(e, k)[1]) / k for e in wc.entries], dtype=np.float32)
-    query = store.read_tokens(max(0, wc.num_tokens - query_tokens), wc.num_tokens).astype(np.int64)
-    return entries, levels, distances, query
 
 
 def legal_moves(wc: WorkingContext, protected_tokens: int) -> tuple[dict[int, Move], dict[int, tuple[Move, range]]]:
