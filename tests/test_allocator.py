@@ -1,5 +1,3 @@
-import math
-
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -139,4 +137,14 @@ def test_recency_policy_prefers_recent():
     assert all(0 < s.gain <= 1 and s.gain == s.loss for s in sc)
     with pytest.raises(ValueError, match="unknown focus policy"):
         make_policy("psychic")
-    assert math.isinf(AllocatorConfig().tau_collapse)
+
+
+def test_by_default_no_collapse_is_too_costly_to_pay_for_a_bigger_gain():
+    """`tau_collapse` sets no threshold by default: a collapse losing 5 nats still pays for a 6-nat expansion
+    (gain − loss > margin decides); a threshold at or under its loss takes it out of the exchange."""
+    wc = WorkingContext(K, 64, (Node(2, 0), Node(2, 1), Node(2, 2)) + tuple(Node(0, b) for b in range(12, 16)))
+    sc = [EntryScore(6.0 if e == Node(2, 0) else 0.0, 5.0 if e == Node(0, 12) else 9.0) for e in wc.entries]
+    swap = (Move("collapse", Node(1, 12)), Move("expand", Node(2, 0)))
+    assert plan(wc, sc, budget=wc.cost, config=AllocatorConfig(max_moves=4)).moves == swap
+    assert plan(wc, sc, budget=wc.cost, config=AllocatorConfig(max_moves=4, tau_collapse=5.5)).moves == swap
+    assert plan(wc, sc, budget=wc.cost, config=AllocatorConfig(max_moves=4, tau_collapse=5.0)).empty

@@ -18,7 +18,12 @@ def test_tasks_are_seeded_and_hold_their_needles(task):
     a = make_trial(task, 2000, 0.3, 7, words, BOOK)
     b = make_trial(task, 2000, 0.3, 7, words, BOOK)
     c = make_trial(task, 2000, 0.3, 8, words, BOOK)
-    assert a == b and a.history != c.history or task == "doc_nll"
+    assert a == b  # seeded
+    if task == "doc_nll":  # BOOK repeats one sentence, so every offset reads alike: the seed shows on real prose
+        prose = " ".join(f"word{i}." for i in range(5000))
+        assert make_trial(task, 2000, 0.3, 7, words, prose).history != make_trial(task, 2000, 0.3, 8, words, prose).history
+    else:
+        assert a.history != c.history
     assert abs(words(a.history) - 2000) < 120
     for start, end in a.needles:
         assert a.answer in a.history[start:end] or task == "vartrack"

@@ -5,7 +5,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from megacontext.allocator import EntryScore
 from megacontext.config import MegaConfig
 from megacontext.errors import StoreError, StoreMismatchError
 from megacontext.runtime import MegaContext, needle_position
@@ -129,13 +128,20 @@ def test_needle_position(tmp_path, tiny_base):
         assert needle_position(mc.store, tiny_base.tokenize("99999")) is None
 
 
-def test_mean_gists_have_token_norm(tmp_path, tiny_base):
+def test_mean_gists_are_their_childrens_mean_at_token_norm(tmp_path, tiny_base):
     with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
         mc.append(TEXT * 3)
+        k = mc.store.block_size
+        assert len(mc.store.counts) >= 3  # L1 and L2 gists to check
+        below = tiny_base.embed(torch.from_numpy(mc.store.read_tokens(0, mc.store.counts[1] * k))).float()
         for level in range(1, len(mc.store.counts)):
-            norms = torch.from_numpy(mc.store.read_gists(level, 0, mc.store.counts[level])).norm(dim=1)
+            gists = torch.from_numpy(mc.store.read_gists(level, 0, mc.store.counts[level])).float()
+            norms = gists.norm(dim=1)
             torch.testing.assert_close(norms, torch.full_like(norms, tiny_base.token_norm), rtol=2e-3, atol=2e-3)
-    assert EntryScore(1.0, 0.0).gain == 1.0
+            mean = below[: len(gists) * k].reshape(len(gists), k, -1).mean(dim=1)
+            want = mean * (tiny_base.token_norm / mean.norm(dim=1, keepdim=True))
+            torch.testing.assert_close(gists, want, rtol=2e-3, atol=2e-3)  # fp16 on disk
+            below = gists  # the next level reads these, as stored
 
 
 def test_position_gaps_do_not_split_attention(tiny_base):
