@@ -22,7 +22,8 @@ import torch
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.corpora import load_book
-from megacontext.runtime import MegaContext, inspect_store
+from megacontext.runtime import MegaContext
+from megacontext.views import inspect_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000}

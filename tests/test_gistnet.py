@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from megacontext.eval.gist import evaluate, markdown, mean_gist
-from megacontext.nets.gistnet import GistNet, GistNetConfig
-from megacontext.train.gist_task import GistTask, GistTaskConfig, substitution_loss
+from megacontext.eval.gist import evaluate, markdown
+from megacontext.nets.gistnet import GistNet, GistNetConfig, mean_gist
+from megacontext.substitution import substitution_loss
+from megacontext.train.gist_task import GistTask, GistTaskConfig
 from megacontext.train.loop import TrainConfig, train
 
 
@@ -23,7 +24,7 @@ def test_gistnet_shapes_norm_and_zero_start(tiny_base):
     y = net(x, 1)
     assert y.shape == (3, tiny_base.info.dim)
     torch.testing.assert_close(y.norm(dim=-1), torch.full((3,), tiny_base.token_norm))
-    torch.testing.assert_close(y, mean_gist(tiny_base.token_norm)(x))  # zero-initialised output: the mean
+    torch.testing.assert_close(y, mean_gist(x, tiny_base.token_norm))  # zero-initialised output: the mean
     assert not torch.allclose(tiny_net(tiny_base, zero_out=False)(x, 1), y)
     free = tiny_net(tiny_base, zero_out=False)  # the zero-start net outputs the mean whatever the level
     assert not torch.allclose(free(x, 1), free(x, 2))  # one net, a level embedding: another gist per level
@@ -123,7 +124,7 @@ def test_two_processes_make_the_same_update_as_one_with_double_batch(tmp_path):
 
 
 def test_level2_task_trains_on_frozen_level1(tiny_base):
-    from megacontext.train.gist_task import l2_substitution_loss
+    from megacontext.substitution import l2_substitution_loss
 
     l1 = tiny_net(tiny_base, zero_out=False)
     l2 = tiny_net(tiny_base, zero_out=False)

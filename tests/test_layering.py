@@ -17,7 +17,7 @@ ROOT = Path(megacontext.__file__).parent
 _CORE = {"config", "errors"}
 _PURE = _CORE | {"tree", "working", "allocator"}
 _MODEL = _PURE | {"store", "models", "base", "nets", "assemble", "sampling"}
-_SESSION = _MODEL | {"gisters", "focus", "runtime", "tasks", "corpora", "data"}
+_SESSION = _MODEL | {"views", "gisters", "focus", "runtime", "substitution", "tasks", "corpora", "data"}
 ALLOWED: dict[str, set[str]] = {
     "megacontext": set(),
     "config": set(),
@@ -34,9 +34,11 @@ ALLOWED: dict[str, set[str]] = {
     "base": _CORE | {"models"},
     "sampling": _CORE,
     "assemble": _CORE | {"base", "store", "working", "tree"},
+    "views": _CORE | {"store", "working", "tree"},
+    "substitution": _CORE | {"base", "assemble", "nets"},
     "gisters": _MODEL - {"sampling"},
     "focus": _MODEL - {"sampling"},
-    "runtime": _SESSION - {"runtime", "tasks", "corpora", "data"},
+    "runtime": _SESSION - {"runtime", "substitution", "tasks", "corpora", "data"},
     "train": _SESSION,
     "eval": _SESSION,
     "demo": _SESSION,

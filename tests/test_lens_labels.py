@@ -26,9 +26,8 @@ def _mc(tmp_path, base, block_size=8):
 
 def _fresh_nll(mc, wc, target):
     """NLL of `target` after `wc`, from scratch (no cache reuse)."""
-    rows = torch.cat([mc._rows(wc), mc.base.embed(torch.tensor(target)).float()])
-    logits = mc.base.forward(rows[None], mc._positions(wc, extra=len(target))[None], None)
-    n = mc._rows(wc).shape[0]
+    logits = mc.base.forward(*mc.inputs(wc, extra=mc.base.embed(torch.tensor(target))), None)
+    n = wc.cost
     return float(F.cross_entropy(logits[0, n - 1:n - 1 + len(target)].float(), torch.tensor(target)))
 
 

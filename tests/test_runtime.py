@@ -7,7 +7,7 @@ import torch
 
 from megacontext.config import MegaConfig
 from megacontext.errors import StoreError, StoreMismatchError
-from megacontext.runtime import MegaContext, needle_position
+from megacontext.runtime import MegaContext
 from megacontext.tree import Node
 from megacontext.working import Move, apply_move, check
 
@@ -123,9 +123,9 @@ def test_open_errors(tmp_path, tiny_base, other_tiny_model_dir):
 def test_needle_position(tmp_path, tiny_base):
     with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
         mc.append(TEXT + "The pass key is 12345." + TEXT)
-        at = needle_position(mc.store, tiny_base.tokenize("12345"))
+        at = mc.store.find_tokens(tiny_base.tokenize("12345"))
         assert at == len(tiny_base.tokenize(TEXT + "The pass key is "))
-        assert needle_position(mc.store, tiny_base.tokenize("99999")) is None
+        assert mc.store.find_tokens(tiny_base.tokenize("99999")) is None
 
 
 def test_mean_gists_are_their_childrens_mean_at_token_norm(tmp_path, tiny_base):

@@ -22,8 +22,7 @@ def run_chat(store: str, model: str | None = None, budget: int = 1024, max_new_t
 
     stdin = stdin or sys.stdin
     out = out or sys.stdout
-    config = MegaConfig()
-    config = replace(config, working=replace(config.working, budget=budget), gister=gister)
+    config = replace(MegaConfig().with_budget(budget), gister=gister)
     config.validate()
     say = lambda *a, end="\n": (print(*a, end=end, file=out, flush=True))  # noqa: E731
     with MegaContext.open(store, config=config, create=True, model=model) as mc:

@@ -10,7 +10,6 @@ import json
 import random
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from megacontext.corpora import load_book
@@ -36,7 +35,7 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
              as_json: bool = False) -> dict:
     from megacontext.base import BaseModel
     from megacontext.config import MegaConfig
-    from megacontext.runtime import MegaContext, needle_position
+    from megacontext.runtime import MegaContext
     from megacontext.store import is_store
     from megacontext.tree import span
     from megacontext.working import focus_strip, from_json
@@ -51,7 +50,7 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
     elif is_store(store) or (Path(store).exists() and any(Path(store).iterdir())):
         raise ValueError(f"--store {store}: the demo builds a fresh store; give a new or empty folder")
     config = MegaConfig()
-    config = replace(config, working=replace(config.working, budget=budget))
+    config = config.with_budget(budget)
     config.validate()
 
     t0 = time.perf_counter()
@@ -62,7 +61,7 @@ def run_demo(store: str | None = None, budget: int = 1024, seed: int = 0, model:
         f"budget {budget} rows; model {base.info.name}")
     with MegaContext.open(store, base, config, create=True) as mc:
         stats = mc.append(text, progress=not as_json)
-        needle_at = needle_position(mc.store, base.tokenize(f" {passkey} is the pass key"))
+        needle_at = mc.store.find_tokens(base.tokenize(f" {passkey} is the pass key"))
         answer = mc.generate(QUESTION,
                              max_new_tokens=12, budget=budget, stop="\n")
         wc = from_json(mc.store.read_json("focus.json")["wc"])

@@ -8,13 +8,14 @@ trained GistNet registers here beside it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from megacontext.base import BaseModel
+from megacontext.nets.checkpoint import packaged
+from megacontext.nets.gistnet import GistNet, mean_gist
 
 
 class Gister(Protocol):
@@ -62,20 +63,7 @@ class MeanGister:
     def __call__(self, level: int, children: np.ndarray) -> np.ndarray:
         """children: ids `[n, K]` at level 1, gists `[n, K, d]` above → gists `[n, d]` float32."""
         with torch.no_grad():
-            vectors = child_vectors(self.base, level, children)
-            mean = vectors.mean(dim=1)
-            mean = mean * (self.target_norm / mean.norm(dim=-1, keepdim=True).clamp_min(1e-6))
-        return mean.cpu().numpy()
-
-
-CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
-
-
-def card_sha256(path: Path) -> str:
-    """The sha256 a checkpoint's JSON card records for its weights."""
-    import json
-
-    return json.loads(Path(path).with_suffix(".json").read_text())["sha256"]
+            return mean_gist(child_vectors(self.base, level, children), self.target_norm).cpu().numpy()
 
 
 def default_gister(base: BaseModel) -> str:
@@ -88,8 +76,7 @@ USE_TRAINED_BY_DEFAULT = True  # the trained GistNet beats `mean` in every case 
 
 def packaged_gistnet(base: BaseModel):
     """The committed GistNet checkpoint trained for `base`, or None."""
-    path = CHECKPOINT_DIR / f"gistnet-{base.info.name}.safetensors"
-    return path if path.exists() else None
+    return packaged("gistnet", base.info.name)
 
 
 @register("gistnet")
@@ -97,20 +84,16 @@ class GistNetGister:
     """The trained GistNet for this base model (committed under megacontext/checkpoints/)."""
 
     def __init__(self, base: BaseModel, path=None) -> None:
-        from megacontext.nets.gistnet import GistNet
-
         path = path or packaged_gistnet(base)
         if path is None:
             raise ValueError(f"no trained GistNet for base model {base.info.name}: train one with "
                              "`megacontext train gistnet`, or use --gister mean")
-        self.net, card = GistNet.load(path)
+        self.net, card, upper = GistNet.load_stack(path)
         if card.get("base_fingerprint") not in (None, base.info.fingerprint):
             raise ValueError(f"{path} was trained for {card['base_fingerprint']}, not {base.info.fingerprint}")
-        # Levels ≥ 2 use their own net when one was trained on top of this L1 net (`gistnet-l2-…`).
-        upper = Path(path).with_name(Path(path).name.replace("gistnet-", "gistnet-l2-", 1))
-        self.upper = GistNet.load(upper)[0] if upper.exists() and upper != Path(path) else self.net
-        upper_id = card_sha256(upper) if self.upper is not self.net else ""
-        self.id = f"gistnet-{card['sha256'][:12]}" + (f"+{upper_id[:12]}" if upper_id else "")
+        # Levels ≥ 2 use their own net when one was trained on top of this L1 net (its card names it).
+        self.upper = upper[0] if upper else self.net
+        self.id = f"gistnet-{card['sha256'][:12]}" + (f"+{upper[1]['sha256'][:12]}" if upper else "")
         self.base = base
         self.net.to(base.device)
         self.upper.to(base.device)

@@ -15,24 +15,24 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from megacontext import allocator
+from megacontext import allocator, assemble
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.errors import StoreError
 from megacontext.focus import FocusInput, PinnedPrefix, default_focus, make_policy
 from megacontext.gisters import default_gister, make_gister
+from megacontext.sampling import Sampler, SamplingConfig, StopRule, decode
 from megacontext.store import Store, StoreIdentity, is_store
 from megacontext.tree import Node, children
+from megacontext.views import FOCUS_STATE, TRACE, inspect_store
 from megacontext.working import (
     FocusPlan, InvariantError, WorkingContext, apply_plan, check, cold_start, first_changed_row,
-    focus_runs, focus_strip, from_json, grow, minimum_cost, positions, to_json,
+    focus_runs, from_json, grow, minimum_cost, to_json,
 )
 
-FOCUS_STATE = "focus.json"
-TRACE = "trace.jsonl"
+Trace = Callable[[dict], None]  # where applied plans are logged
 _INGEST_CHUNK_CHARS = 1 << 20  # tokenise huge files in ~1 MB slices cut at line ends
 _INGEST_COMMIT_TOKENS = 8192  # one commit per this many tokens: bounded loss on a crash
 
@@ -56,6 +56,8 @@ class Answer:
     focus: list[dict]  # [{level, start, end}] tiling the history when the answer ended
     plans: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    finish_reason: str = "stop"  # "stop" (EOS or a stop string) or "length" (max_new_tokens reached)
+    prompt_tokens: int = 0
 
 
 @dataclass
@@ -249,8 +251,13 @@ class MegaContext:
             wc = self._apply(wc, plan, trigger, budget=None)
         return grow(wc, num_tokens)
 
+    def _trace(self, line: dict) -> None:
+        """The default trace sink: one line per applied plan in the store's `trace.jsonl`."""
+        if self.store.writable:
+            self.store.append_line(TRACE, line)
+
     def _apply(self, wc: WorkingContext, plan: FocusPlan, trigger: str, budget: int | None,
-               ms: float = 0.0) -> WorkingContext:
+               ms: float = 0.0, trace: Trace | None = None) -> WorkingContext:
         new = apply_plan(wc, plan)
         for move in plan.moves:
             created = children(move.node, self.k) if move.kind == "expand" else [move.node]
@@ -258,8 +265,8 @@ class MegaContext:
                 self._history[node] = (self._step, move.kind)
         if budget is not None:
             check(new, budget, self.protected)
-        if self.store.writable and not plan.empty:
-            self.store.append_line(TRACE, {
+        if not plan.empty:
+            (trace or self._trace)({
                 "time": time.time(), "step": self._step, "trigger": trigger, **plan.to_json(),
                 "swap_rate": len(plan.moves), "ms": round(ms, 3),
             })
@@ -269,9 +276,10 @@ class MegaContext:
         return new
 
     def refocus(self, wc: WorkingContext, budget: int, rounds: int, trigger: str,
-                query_ids: Sequence[int] = (), max_moves: int | None = None) -> tuple[WorkingContext, list[FocusPlan]]:
+                query_ids: Sequence[int] = (), max_moves: int | None = None,
+                trace: Trace | None = None) -> tuple[WorkingContext, list[FocusPlan]]:
         """Repeat allocator rounds until a plan is empty or `rounds` is reached (`max_moves` per round
-        overrides the allocator config's)."""
+        overrides the allocator config's); applied plans go to `trace` (default: the store's trace)."""
         config = self.config.allocator
         if max_moves is not None:
             config = replace(config, max_moves=max_moves)
@@ -286,7 +294,7 @@ class MegaContext:
             plans.append(plan)
             if plan.empty:
                 break
-            wc = self._apply(wc, plan, trigger, budget, ms)
+            wc = self._apply(wc, plan, trigger, budget, ms, trace)
         return wc, plans
 
     def _save_focus(self, wc: WorkingContext, budget: int) -> None:
@@ -296,55 +304,20 @@ class MegaContext:
         })
 
     # --- materialisation --------------------------------------------------------------------
-    def _rows(self, wc: WorkingContext, start_row: int = 0) -> torch.Tensor:
-        """Input rows `[cost - start_row, d]`: token embeddings for raw rows, stored gists else."""
-        k = self.k
-        pieces: list[torch.Tensor] = []
-        offsets = wc.row_offsets()
-        i = 0
-        entries = wc.entries
-        while i < len(entries):
-            e, j = entries[i], i
-            while j + 1 < len(entries) and entries[j + 1].level == e.level and entries[j + 1].index == entries[j].index + 1:
-                j += 1
-            first_row = offsets[i]
-            end_row = offsets[j] + wc.entry_cost(entries[j])
-            if end_row > start_row:
-                if e.level == 0:
-                    ids = self.store.read_tokens(e.index * k, (entries[j].index + 1) * k)
-                    rows = self.base.embed(torch.from_numpy(ids))
-                else:
-                    rows = torch.from_numpy(self.store.read_gists(e.level, e.index, entries[j].index + 1))
-                    rows = rows.to(self.base.device)
-                pieces.append(rows[max(0, start_row - first_row):].float())
-            i = j + 1
-        if wc.tail:
-            tail_row = wc.cost - wc.tail
-            ids = self.store.read_tokens(wc.num_tokens - wc.tail, wc.num_tokens)
-            pieces.append(self.base.embed(torch.from_numpy(ids))[max(0, start_row - tail_row):].float())
-        if not pieces:
-            return torch.zeros(0, self.base.info.dim, device=self.base.device)
-        return torch.cat(pieces)
-
-    def _positions(self, wc: WorkingContext, start_row: int = 0, extra: int = 0) -> torch.Tensor:
-        pos = positions(wc, self.config.working.positions)
-        nxt = (pos[-1] + 1) if pos else 0
-        if self.config.working.positions == "absolute":
-            nxt = wc.num_tokens
-        pos = pos + list(range(nxt, nxt + extra))
-        return torch.tensor(pos[start_row:], dtype=torch.long)
+    def inputs(self, wc: WorkingContext, start_row: int = 0, extra: torch.Tensor | None = None):
+        """(inputs_embeds `[1, n, d]`, position_ids `[1, n]`) of `wc`'s rows from `start_row`, then `extra`."""
+        return assemble.context(self.base, self.store, wc, self.config.working.positions, start_row, extra)
 
     def prefill(self, wc: WorkingContext, cache=None, logits_to_keep: int = 0) -> torch.Tensor:
         """Logits `[1, cost, vocab]` of the LM over the whole working context (or its last rows)."""
-        return self.base.forward(self._rows(wc)[None], self._positions(wc)[None], cache, logits_to_keep)
+        return self.base.forward(*self.inputs(wc), cache, logits_to_keep)
 
     def advance(self, cache, old: WorkingContext, new: WorkingContext, logits_to_keep: int = 0) -> torch.Tensor:
         """Bring a KV cache holding `old`'s rows to `new`: keep rows before the first changed one,
         recompute the rest. Returns logits of the recomputed rows `[1, n, vocab]`."""
         first = min(first_changed_row(old, new), cache.get_seq_length())
         self.base.crop_cache(cache, first)
-        return self.base.forward(self._rows(new, first)[None], self._positions(new, first)[None], cache,
-                                 logits_to_keep)
+        return self.base.forward(*self.inputs(new, first), cache, logits_to_keep)
 
     # --- answering --------------------------------------------------------------------------
     @torch.no_grad()
@@ -353,28 +326,68 @@ class MegaContext:
         prompt: str,
         max_new_tokens: int = 64,
         budget: int | None = None,
-        stop: str | None = None,
+        stop: str | Sequence[str] | None = None,
         on_token: Callable[[str], None] | None = None,
+        sampling: SamplingConfig = SamplingConfig(),
     ) -> Answer:
-        """Append `prompt` to the history, refocus, and decode greedily under `budget` rows.
+        """Append `prompt` to the history, refocus, and decode under `budget` rows (greedy by default).
 
         Generated tokens are appended to the store as they come. Refocus runs on the new input
         (up to `max_rounds` rounds) and then every K generated tokens; the KV cache is reused up
-        to the first changed row. Decoding stops at EOS, at `stop` (if given), or after
-        `max_new_tokens`.
+        to the first changed row. Decoding stops at EOS, at a `stop` string (after the answer's
+        leading whitespace), or after `max_new_tokens`.
         """
         budget = budget or self.budget
         if not self.store.writable:
             raise StoreError(f"{self.store.path}: opened read-only; generate appends to the history")
         timer = _Timer()
-        plans: list[FocusPlan] = []
         with timer("tokenize"):
-            ids = self.base.tokenize(prompt)
+            ids = self._prompt_ids(prompt, budget)
+        wc, plans = self._take_input(ids, budget, max_new_tokens, timer)
+        with timer("prefill"):
+            cache = self.base.new_cache()
+            logits = self.prefill(wc, cache, logits_to_keep=1)
+        rows_used, generated = wc.cost, []
+
+        def step(token: int, last: bool) -> torch.Tensor | None:
+            nonlocal wc, rows_used
+            generated.append(token)
+            with timer("refocus"):
+                new = self._grow(wc, wc.num_tokens + 1, budget, trigger="decode")
+            self.append_ids([token])
+            if len(generated) % self.k == 0:
+                with timer("refocus"):
+                    new, new_plans = self.refocus(new, budget, 1, "decode", generated[-self.k:])
+                plans.extend(new_plans)
+            check(new, budget, self.protected)
+            # the last token is stored, but never read: no LM pass for it
+            logits = None if last else self.advance(cache, wc, new, logits_to_keep=1)
+            wc = self.current = new
+            rows_used = max(rows_used, wc.cost)
+            return logits
+
+        rule = StopRule.of(stop)
+        t_decode = time.perf_counter()
+        out, reason = decode(logits, step, max_new_tokens, self.base.eos_token_id, self.base.decode, rule,
+                             Sampler(sampling), on_token)
+        timer.times["decode"] = time.perf_counter() - t_decode
+        self._save_focus(wc, budget)
+        return Answer(rule.cut(self.base.decode(out)).strip(), out, budget, rows_used, focus_runs(wc),
+                      [p.to_json() for p in plans if not p.empty], timer.times,
+                      finish_reason="length" if reason == "length" else "stop", prompt_tokens=len(ids))
+
+    def _prompt_ids(self, prompt: str, budget: int) -> list[int]:
+        ids = self.base.tokenize(prompt)
         if not ids:
             raise ValueError("the prompt is empty")
         if len(ids) > budget // 2:
             raise ValueError(f"the prompt has {len(ids)} tokens; at --budget {budget} keep it under {budget // 2} "
                              "(or ingest long text first)")
+        return ids
+
+    def _take_input(self, ids: list[int], budget: int, max_new_tokens: int,
+                    timer: _Timer) -> tuple[WorkingContext, list[FocusPlan]]:
+        """Append new input and refocus for it: the working context to prefill, and the plans applied."""
         with timer("refocus"):
             wc = self.working_context(budget)
             # Room for the prompt plus the first answer tokens now, before the prefill: a collapse
@@ -385,48 +398,10 @@ class MegaContext:
             self.append_ids(ids)
         with timer("refocus"):
             plan_budget = budget - headroom if wc.cost + headroom <= budget else budget
-            wc, new_plans = self.refocus(wc, plan_budget, self.config.allocator.max_rounds, "new_input", ids,
-                                         max_moves=self.config.allocator.max_moves_new_input)
-            plans += new_plans
+            wc, plans = self.refocus(wc, plan_budget, self.config.allocator.max_rounds, "new_input", ids,
+                                     max_moves=self.config.allocator.max_moves_new_input)
         self.current = wc
-        with timer("prefill"):
-            cache = self.base.new_cache()
-            logits = self.prefill(wc, cache, logits_to_keep=1)
-        rows_used = wc.cost
-        out: list[int] = []
-        eos = self.base.eos_token_id
-        t_decode = time.perf_counter()
-        for step in range(max_new_tokens):
-            token = int(logits[0, -1].argmax())
-            if token == eos:
-                break
-            out.append(token)
-            if on_token:
-                on_token(self.base.decode([token]))
-            if stop and stop in self.base.decode(out).lstrip():
-                break
-            with timer("refocus"):
-                new = self._grow(wc, wc.num_tokens + 1, budget, trigger="decode")
-            self.append_ids([token])
-            if (step + 1) % self.k == 0:
-                with timer("refocus"):
-                    new, new_plans = self.refocus(new, budget, 1, "decode", out[-self.k:])
-                    plans += new_plans
-            check(new, budget, self.protected)
-            if step + 1 == max_new_tokens:  # stored; no need to run the LM for a token never read
-                wc = self.current = new
-                rows_used = max(rows_used, wc.cost)
-                break
-            logits = self.advance(cache, wc, new, logits_to_keep=1)
-            wc = self.current = new
-            rows_used = max(rows_used, wc.cost)
-        timer.times["decode"] = time.perf_counter() - t_decode
-        self._save_focus(wc, budget)
-        text = self.base.decode(out)
-        if stop and stop in text.lstrip():
-            text = text[: len(text) - len(text.lstrip()) + text.lstrip().index(stop)]
-        return Answer(text.strip(), out, budget, rows_used, focus_runs(wc),
-                      [p.to_json() for p in plans if not p.empty], timer.times)
+        return wc, plans
 
     @torch.no_grad()
     def score(self, text: str, budget: int | None = None) -> ScoreResult:
@@ -448,16 +423,12 @@ class MegaContext:
         with timer("refocus"):
             wc = cold_start(self.store.num_tokens, self.k, budget - len(ids), self.protected)
             query = self.store.read_tokens(max(0, wc.num_tokens - self.k), wc.num_tokens).tolist()
-            saved_writable, self.store.writable = self.store.writable, False  # no trace for a read
-            try:
-                wc, _ = self.refocus(wc, budget - len(ids), self.config.allocator.max_rounds, "score", query)
-            finally:
-                self.store.writable = saved_writable
+            wc, _ = self.refocus(wc, budget - len(ids), self.config.allocator.max_rounds, "score", query,
+                                 trace=lambda line: None)  # scoring is a read: no trace
         with timer("forward"):
             cont = torch.tensor(ids)
-            rows = torch.cat([self._rows(wc), self.base.embed(cont).float()])
             keep = len(ids) + (1 if wc.cost else 0)  # only rows that predict a continuation token
-            logits = self.base.forward(rows[None], self._positions(wc, extra=len(ids))[None], logits_to_keep=keep)[0]
+            logits = self.base.forward(*self.inputs(wc, extra=self.base.embed(cont)), logits_to_keep=keep)[0]
             if wc.cost == 0:  # empty history: the first token has no prediction
                 pred, target = logits[:-1], cont[1:]
             else:
@@ -468,52 +439,3 @@ class MegaContext:
     # --- views ------------------------------------------------------------------------------
     def inspect(self) -> dict:
         return inspect_store(self.store)
-
-
-def read_text_file(path: str | Path) -> str:
-    """A file's text, or `ValueError` naming it when it is missing, empty or binary."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if b"\0" in raw[:65536]:
-        raise ValueError(f"{path}: binary file, not text")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
-    if not text.strip():
-        raise ValueError(f"{path}: empty file")
-    return text
-
-
-def inspect_store(s: Store) -> dict:
-    """Levels, node counts, tokens, disk use and the saved working context (no model needed)."""
-    k = s.block_size
-    levels = [{"level": 0, "nodes": s.counts[0], "tokens": s.counts[0] * k, "what": "raw blocks"}]
-    for lv, n in enumerate(s.counts[1:], start=1):
-        levels.append({"level": lv, "nodes": n, "tokens": n * k**lv, "what": f"gists of {k**lv} tokens"})
-    disk = s.disk_bytes()
-    info = {
-        "store": str(s.path), "model": s.model["name"], "gister": s.gister_id, "block_size": k,
-        "tokens": s.num_tokens, "tail": len(s.tail), "levels": levels, "disk_bytes": disk,
-        "disk_bytes_per_token": disk / s.num_tokens if s.num_tokens else None, "focus": None,
-    }
-    state = s.read_json(FOCUS_STATE)
-    if state:
-        wc = from_json(state["wc"])
-        info["focus"] = {"budget": state["budget"], "num_tokens": wc.num_tokens, "rows": wc.cost,
-                         "strip": focus_strip(wc), "runs": focus_runs(wc)}
-    return info
-
-
-def needle_position(store: Store, needle_ids: Sequence[int]) -> int | None:
-    """First token index where `needle_ids` occurs in the history (for demos and oracle focus)."""
-    hay = store.read_tokens(0, store.num_tokens)
-    n = len(needle_ids)
-    if n == 0 or n > len(hay):
-        return None
-    windows = np.lib.stride_tricks.sliding_window_view(hay, n)
-    hits = np.flatnonzero((windows == np.asarray(needle_ids)).all(axis=1))
-    return int(hits[0]) if len(hits) else None

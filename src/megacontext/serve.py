@@ -18,7 +18,6 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -27,7 +26,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.errors import MegaContextError
-from megacontext.runtime import MegaContext, inspect_store
+from megacontext.runtime import MegaContext
+from megacontext.views import inspect_store
 from megacontext.working import focus_runs, focus_strip
 
 CONVERSATION_HEADER = "X-MegaContext-Conversation"
@@ -271,7 +271,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, stores: str = "stores", mod
     import uvicorn
 
     config = MegaConfig()
-    config = replace(config, working=replace(config.working, budget=budget))
+    config = config.with_budget(budget)
     config.validate()
     app = create_app(stores, BaseModel.load(model), config)
     print(f"MegaContext server on http://{host}:{port}/v1 — conversations in {stores}; "

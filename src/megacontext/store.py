@@ -313,6 +313,16 @@ class Store:
         tail = np.asarray(self.tail[max(start, committed) - committed: stop - committed], dtype=np.int64)
         return np.concatenate([head, tail])
 
+    def find_tokens(self, needle: list[int] | np.ndarray) -> int | None:
+        """First token index where `needle` occurs in the history (demos, oracle focus), or None."""
+        hay = self.read_tokens(0, self.num_tokens)
+        n = len(needle)
+        if n == 0 or n > len(hay):
+            return None
+        windows = np.lib.stride_tricks.sliding_window_view(hay, n)
+        hits = np.flatnonzero((windows == np.asarray(needle)).all(axis=1))
+        return int(hits[0]) if len(hits) else None
+
     def read_gists(self, level: int, start: int, stop: int) -> np.ndarray:
         """Gists `[start, stop)` of `level` ≥ 1 as float32 `[n, d]`."""
         if level < 1 or level >= len(self._meta["counts"]):

@@ -317,40 +317,33 @@ def markdown(table: dict) -> str:
         methods = sorted({m for m, _ in cells})
         metric = "NLL (nats/token, lower is better)" if task == "doc_nll" else "accuracy"
         parts.append(f"**{task}**, W = {budget}: {metric}; n trials per cell in brackets\n")
-        parts.append("| method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |")
-        parts.append("|---|" + "---|" * len(lengths))
-        for m in methods:
-            row = []
-            for ln in lengths:
-                e = cells.get((m, ln))
-                if e is None:
-                    row.append("–")
-                elif task == "doc_nll":
-                    row.append(f"{e['nll']:.3f} ({e['n']})")
-                else:
-                    row.append(f"{e['accuracy']:.0%} ({e['n']})")
-            parts.append(f"| {m} | " + " | ".join(row) + " |")
-        parts.append("")
+        def cell(e: dict | None) -> str:
+            if e is None:
+                return "–"
+            return f"{e['nll']:.3f} ({e['n']})" if task == "doc_nll" else f"{e['accuracy']:.0%} ({e['n']})"
+
+        parts += _grid(methods, lengths, cells, cell) + [""]
         focus = sorted({m for (m, _), e in cells.items() if "rounds" in e})
         if focus:
             parts.append(f"*{task}, W = {budget}, focus*: recall of the needle · median refocus rounds per answer · "
                          "moves per round · median answer latency over truncation's, same trial and run (– where "
                          "truncation did not run beside it)\n")
-            parts.append("| method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |")
-            parts.append("|---|" + "---|" * len(lengths))
-            for m in focus:
-                row = []
-                for ln in lengths:
-                    e = cells.get((m, ln))
-                    if e is None or "rounds" not in e:
-                        row.append("–")
-                        continue
-                    ratio = f"{e['latency_vs_truncation']:.2f}×" if "latency_vs_truncation" in e else "–"
-                    recall = f"{e['focus_recall']:.2f}" if "focus_recall" in e else "–"
-                    row.append(f"{recall} · {e['rounds']:g} · {e['swap_rate']:.1f} · {ratio}")
-                parts.append(f"| {m} | " + " | ".join(row) + " |")
-            parts.append("")
+            parts += _grid(focus, lengths, cells, _focus_cell) + [""]
     return "\n".join(parts)
+
+
+def _grid(methods: list[str], lengths: list[int], cells: dict, cell) -> list[str]:
+    """A markdown table: one row per method, one column per history length, `cell(entry or None)` each."""
+    lines = ["| method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |", "|---|" + "---|" * len(lengths)]
+    return lines + [f"| {m} | " + " | ".join(cell(cells.get((m, ln))) for ln in lengths) + " |" for m in methods]
+
+
+def _focus_cell(e: dict | None) -> str:
+    if e is None or "rounds" not in e:
+        return "–"
+    ratio = f"{e['latency_vs_truncation']:.2f}×" if "latency_vs_truncation" in e else "–"
+    recall = f"{e['focus_recall']:.2f}" if "focus_recall" in e else "–"
+    return f"{recall} · {e['rounds']:g} · {e['swap_rate']:.1f} · {ratio}"
 
 
 def report(results: Path, out: Path) -> None:

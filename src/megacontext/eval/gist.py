@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from megacontext.base import BaseModel
-from megacontext.nets.gistnet import GistNet, GistNetConfig
-from megacontext.train.gist_task import _student, raw_teacher, substitution_loss
+from megacontext.assemble import Piece
+from megacontext.nets.gistnet import GistNet, GistNetConfig, mean_gist
+from megacontext.substitution import raw_teacher, student_loss, substitution_loss
 
 CASES = ("a", "b", "c", "d")
 SCHEMES = ("compact", "absolute")
@@ -38,14 +39,6 @@ class Gisters:
     l2: dict[str, Callable | None]
 
 
-def mean_gist(target_norm: float) -> Callable:
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        m = x.mean(dim=1)
-        return m * (target_norm / m.norm(dim=-1, keepdim=True).clamp_min(1e-6))
-
-    return fn
-
-
 def make_gisters(base: BaseModel, trained: GistNet | None, seed: int = 0, upper: GistNet | None = None) -> Gisters:
     """The four methods; `upper` is a separately trained L2+ net (else `trained` serves every level)."""
     torch.manual_seed(seed)
@@ -56,7 +49,7 @@ def make_gisters(base: BaseModel, trained: GistNet | None, seed: int = 0, upper:
     if trained is not None:
         top = upper or trained
         l1["gistnet"], l2["gistnet"] = (lambda x: trained(x, 1)), (lambda x: top(x, 2))
-    l1["mean"] = l2["mean"] = mean_gist(base.token_norm)
+    l1["mean"] = l2["mean"] = lambda x: mean_gist(x, base.token_norm)
     l1["delete"] = l2["delete"] = None
     l1["untrained"], l2["untrained"] = (lambda x: untrained(x, 1)), (lambda x: untrained(x, 2))
     return Gisters(l1, l2)
@@ -105,18 +98,14 @@ def _l2_case(base, ids, gisters, k) -> dict:
         l1, l2 = gisters.l1[name], gisters.l2[name]
         for scheme in SCHEMES:
             base.crop_cache(teacher.cache, 0)
-            rows, pos = [], []
+            pieces = []
             if l1 is not None:
                 emb = base.embed(hist.reshape(b * 2 * k, k)).float()
-                g1 = l1(emb).reshape(b * 2, k, -1)
-                g2 = l2(g1).reshape(b, 2, -1)
-                for j in range(2):
-                    rows.append(g2[:, j][:, None])
-                    pos.append([j * span2 + (span2 - 1) // 2])
+                g2 = l2(l1(emb).reshape(b * 2, k, -1)).reshape(b, 2, -1)
+                pieces += [Piece(g2[:, j][:, None], [j * span2 + (span2 - 1) // 2]) for j in range(2)]
             start = 2 * span2
-            rows.append(base.embed(raw_tail).float())
-            pos.append(list(range(start, start + raw_tail.shape[1])))
-            _, _, per = _student(base, rows, pos, target, teacher, scheme, ids.shape[1] - HORIZON)
+            pieces.append(Piece(base.embed(raw_tail).float(), range(start, start + raw_tail.shape[1])))
+            _, _, per = student_loss(base, pieces, target, teacher, scheme, ids.shape[1] - HORIZON)
             out[(name, scheme)] = per.tolist()
             if l1 is None:
                 out[(name, "absolute")] = out[(name, "compact")]
@@ -238,21 +227,17 @@ def measure_ingest(base: BaseModel, checkpoint: str, books: list[np.ndarray], to
 def run(windows: int = 500, checkpoint: str | None = None, out_dir: str = "docs", seed: int = 0,
         model: str | None = None, progress: bool = True, device: str | None = None, batch: int = 4) -> dict:
     from megacontext import data
-    from megacontext.train.gist_task import encode_books
 
     base = BaseModel.load(model, device=device)
     trained = upper = None
-    if checkpoint:
-        trained, card = GistNet.load(checkpoint)
+    if checkpoint:  # with the L2+ net its card names, as the runtime's gister loads it
+        trained, card, stack = GistNet.load_stack(checkpoint)
         if card.get("base_fingerprint") not in (None, base.info.fingerprint):
             raise ValueError(f"{checkpoint} was trained for {card['base_fingerprint']}, not {base.info.fingerprint}")
-        sibling = Path(checkpoint).with_name(Path(checkpoint).name.replace("gistnet", "gistnet-l2", 1))
-        if sibling.exists() and sibling != Path(checkpoint):
-            upper, _ = GistNet.load(sibling)
         trained.to(base.device)
-        if upper is not None:
-            upper.to(base.device)
-    books = encode_books(base, data.books("test"))
+        if stack is not None:
+            upper = stack[0].to(base.device)
+    books = [np.asarray(base.tokenize(t), dtype=np.int32) for t in data.books("test").values()]
     t0 = time.perf_counter()
     torch.set_grad_enabled(False)
     table = evaluate(base, trained, books, windows, seed, batch=batch, progress=progress, upper=upper)

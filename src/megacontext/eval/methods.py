@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
+from megacontext.sampling import StopRule, decode
 from megacontext.tasks import Trial
 
 CHUNK = 64  # retrieval chunk size in tokens
@@ -65,22 +66,16 @@ def make_method(name: str, base: BaseModel, **kwargs) -> "Method":
 def greedy(base: BaseModel, ids: list[int], max_new_tokens: int, stop: str = "\n") -> str:
     """Greedy continuation of `ids` (compact positions, KV cache), cut at `stop` after content."""
     cache = base.new_cache()
-    x = base.embed(torch.tensor(ids))[None]
-    logits = base.forward(x, torch.arange(len(ids))[None], cache, logits_to_keep=1)
-    out: list[int] = []
-    for _ in range(max_new_tokens):
-        token = int(logits[0, -1].argmax())
-        if token == base.eos_token_id:
-            break
-        out.append(token)
-        text = base.decode(out)
-        if stop in text.lstrip():
-            break
-        pos = len(ids) + len(out) - 1
-        logits = base.forward(base.embed(torch.tensor([token]))[None], torch.tensor([[pos]]), cache, logits_to_keep=1)
-    text = base.decode(out)
-    stripped = text.lstrip()
-    return stripped.split(stop)[0] if stop in stripped else stripped
+    logits = base.forward(base.embed(torch.tensor(ids))[None], torch.arange(len(ids))[None], cache, logits_to_keep=1)
+
+    def step(token: int, last: bool) -> torch.Tensor | None:
+        pos = cache.get_seq_length()
+        return None if last else base.forward(base.embed(torch.tensor([token]))[None], torch.tensor([[pos]]), cache,
+                                              logits_to_keep=1)
+
+    rule = StopRule.of(stop)
+    out, _ = decode(logits, step, max_new_tokens, base.eos_token_id, base.decode, rule)
+    return rule.cut(base.decode(out))
 
 
 @torch.no_grad()
@@ -299,9 +294,8 @@ class MegaContextMethod:
         from megacontext.focus import make_policy
         from megacontext.runtime import MegaContext
 
-        cfg = MegaConfig()
-        cfg = replace(cfg, gister=self.gister,
-                      working=replace(cfg.working, budget=budget, positions=self.positions))
+        cfg = MegaConfig().with_budget(budget)
+        cfg = replace(cfg, gister=self.gister, working=replace(cfg.working, positions=self.positions))
         ingested, ingest_s, spans = _INGESTED.get(self.base, cfg, trial)
         with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:
             shutil.copytree(ingested, Path(tmp) / "s")

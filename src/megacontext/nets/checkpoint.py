@@ -36,5 +36,14 @@ class Checkpointed:
         return net.eval(), card
 
 
+PACKAGED = Path(__file__).resolve().parent.parent / "checkpoints"  # nets committed with the package
+
+
+def packaged(kind: str, model_name: str) -> Path | None:
+    """The committed `kind` net ("gistnet", "lensnet") trained for a base model, or None."""
+    path = PACKAGED / f"{kind}-{model_name}.safetensors"
+    return path if path.exists() else None
+
+
 def file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

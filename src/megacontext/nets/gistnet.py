@@ -10,6 +10,7 @@ makes an untrained net start near the `mean` stand-in), rescale to the typical t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -63,7 +64,23 @@ class GistNet(Checkpointed, nn.Module):
         x = self.inp(children) + self.pos[None] + self.level.weight[min(level, self.config.max_level)]
         x = self.encoder(x)
         pooled, _ = self.pool(self.query.expand(n, -1, -1), x, x, need_weights=False)
-        mean = children.mean(dim=1)
-        mean = mean * (self.config.target_norm / mean.norm(dim=-1, keepdim=True).clamp_min(1e-6))
-        y = mean + self.out(self.norm(pooled[:, 0]))
-        return y * (self.config.target_norm / y.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        y = mean_gist(children, self.config.target_norm) + self.out(self.norm(pooled[:, 0]))
+        return to_norm(y, self.config.target_norm)
+
+    @classmethod
+    def load_stack(cls, path: str | Path) -> tuple["GistNet", dict, tuple["GistNet", dict] | None]:
+        """An L1 net, its card, and (net, card) of the L2+ net trained on top of it when the card names
+        one (`upper`, a file beside it); without one the L1 net serves every level."""
+        net, card = cls.load(path)
+        upper = cls.load(Path(path).with_name(card["upper"])) if card.get("upper") else None
+        return net, card, upper
+
+
+def to_norm(x: torch.Tensor, norm: float) -> torch.Tensor:
+    """Rows `[..., d]` rescaled to L2 norm `norm` (gists live at the scale of real token embeddings)."""
+    return x * (norm / x.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+
+
+def mean_gist(children: torch.Tensor, norm: float) -> torch.Tensor:
+    """The non-learned gist: the mean of K children `[n, K, d]` rescaled to `norm` → `[n, d]`."""
+    return to_norm(children.mean(dim=1), norm)

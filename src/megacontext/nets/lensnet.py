@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from megacontext.nets.checkpoint import Checkpointed
+from megacontext.nets.checkpoint import Checkpointed, packaged
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,9 @@ class LensNetConfig:
             raise ValueError(f"hidden {self.hidden} must be divisible by heads {self.heads}")
 
 
-CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
-
-
 def packaged_checkpoint(model_name: str) -> Path | None:
     """The committed LensNet for a base model, if one was trained."""
-    path = CHECKPOINTS / f"lensnet-{model_name}.safetensors"
-    return path if path.exists() else None
+    return packaged("lensnet", model_name)
 
 
 class _Block(nn.Module):

@@ -24,9 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from megacontext import assemble
 from megacontext.base import BaseModel
 from megacontext.nets.gistnet import GistNet
+from megacontext.substitution import l2_substitution_loss, substitution_loss
 from megacontext.train.loop import NetTask
+from megacontext.tree import Node
+from megacontext.working import WorkingContext
 
 
 @dataclass(frozen=True)
@@ -185,34 +189,38 @@ def qa_rows(base: BaseModel, net: GistNet | None, sample: QASample, k: int, uppe
     every complete group of K gisted blocks is one L2 gist made by `upper` from the frozen L1 gists."""
     hist = torch.from_numpy(sample.history).to(base.device)
     blocks = len(hist) // k
-    emb = base.embed(hist[:blocks * k].reshape(blocks, k)).float()
+    emb = base.embed(hist).float()
     gisted = [j for j in range(blocks) if j not in sample.raw_blocks]
-    row_of = {j: i for i, j in enumerate(gisted)}  # block → its row in `gists`
-    gists = None
+    row_of = {j: i for i, j in enumerate(gisted)}  # block → its row in `l1`
+    l1 = l2 = None
     if net is not None and gisted:
         with torch.set_grad_enabled(upper is None and torch.is_grad_enabled()):
-            gists = net(emb[gisted], 1)
-    whole = set()  # first blocks of complete all-gist groups, when making L2 gists
-    if upper is not None and gists is not None:
-        whole = {g * k for g in range(blocks // k) if not sample.raw_blocks & set(range(g * k, (g + 1) * k))}
-        if whole:
-            starts = sorted(whole)
-            l1 = torch.stack([gists[[row_of[j] for j in range(a, a + k)]] for a in starts])
-            l2 = dict(zip(starts, upper(l1, 2)))
-    rows, j = [], 0
+            l1 = net(emb[:blocks * k].reshape(blocks, k, -1)[gisted], 1)
+    groups = []  # complete all-gist groups of K blocks, when making L2 gists
+    if upper is not None and l1 is not None:
+        groups = [g for g in range(blocks // k) if not sample.raw_blocks & set(range(g * k, (g + 1) * k))]
+        if groups:
+            l2 = dict(zip(groups, upper(torch.stack([l1[[row_of[j] for j in range(g * k, (g + 1) * k)]]
+                                                     for g in groups]), 2)))
+    entries, j = [], 0
     while j < blocks:
-        if j in whole:
-            rows.append(l2[j][None])
+        if j // k in groups and j % k == 0:
+            entries.append(Node(2, j // k))
             j += k
-            continue
-        if j in sample.raw_blocks:
-            rows.append(emb[j])
-        elif gists is not None:
-            rows.append(gists[row_of[j]][None])
-        j += 1
-    rest = torch.cat([hist[blocks * k:], torch.from_numpy(np.concatenate([sample.prompt, sample.answer])).to(base.device)])
-    rows.append(base.embed(rest).float())
-    return torch.cat(rows)
+        else:
+            entries.append(Node(0 if j in sample.raw_blocks else 1, j))
+            j += 1
+
+    def gists(level: int, first: int, end: int) -> torch.Tensor | None:
+        if level == 2:
+            return torch.stack([l2[g] for g in range(first, end)])
+        return None if l1 is None else l1[[row_of[i] for i in range(first, end)]]
+
+    wc = WorkingContext(k, len(hist), tuple(entries))
+    parts = assemble.pieces(wc, lambda lo, hi: emb[lo:hi], gists)
+    question = np.concatenate([sample.prompt, sample.answer])
+    parts.append(assemble.Piece(base.embed(torch.from_numpy(question).to(base.device)).float(), ()))
+    return assemble.join(parts, "compact")[0][0]
 
 
 def qa_loss(base: BaseModel, net: GistNet | None, sample: QASample, upper: GistNet | None = None) -> torch.Tensor:
@@ -221,115 +229,3 @@ def qa_loss(base: BaseModel, net: GistNet | None, sample: QASample, upper: GistN
     n = len(sample.answer)
     logits = base.forward(rows[None], torch.arange(len(rows))[None], logits_to_keep=n + 1)[0, :n].float()
     return F.cross_entropy(logits, torch.from_numpy(sample.answer).to(logits.device))
-
-
-@dataclass
-class Teacher:
-    """The raw-context pass shared by every variant of one batch of windows."""
-
-    cache: object  # KV cache of the prefix (cropped back to it before each student pass)
-    logits: torch.Tensor  # [b, H, vocab] predicting the horizon from the raw context
-    prefix: int
-    lead: torch.Tensor  # [b, 1] the last prefix token, re-run by each student so that its logits
-    # predict the first horizon token even when nothing stands between prefix and horizon (deletion)
-
-
-def raw_teacher(base: BaseModel, ids: torch.Tensor, prefix: int, horizon: int) -> Teacher:
-    """No-grad prefix KV cache + raw-context logits of the horizon for windows `ids [b, T]`."""
-    b = ids.shape[0]
-    with torch.no_grad():
-        cache = base.new_cache()
-        if prefix:
-            base.forward(base.embed(ids[:, :prefix]).float(), _arange(b, 0, prefix), cache, logits_to_keep=1)
-        rest = base.embed(ids[:, prefix:]).float()
-        logits = base.forward(rest, _arange(b, prefix, ids.shape[1]), cache, logits_to_keep=horizon + 1)
-        base.crop_cache(cache, prefix)
-    return Teacher(cache, logits[:, :horizon].float(), prefix, ids[:, max(prefix - 1, 0):prefix])
-
-
-def substitution_loss(base: BaseModel, net: GistNet | None, ids: torch.Tensor, prefix: int, blocks: int,
-                      replaced: tuple[int, ...], horizon: int, positions: str, gist_fn=None,
-                      teacher: Teacher | None = None, block_size: int | None = None,
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ΔNLL@H and KL of replacing region blocks by gists, for windows `ids [b, P + rK + H]`.
-
-    Returns (mean ΔNLL, mean KL, per-sample ΔNLL `[b]`). `gist_fn(emb [n, K, d]) → [n, d]` overrides
-    `net`; with neither, the replaced blocks are deleted. Pass a `teacher` to reuse its prefix cache
-    and raw logits across variants.
-    """
-    k = block_size or net.config.block_size
-    b = ids.shape[0]
-    region = ids[:, prefix:prefix + blocks * k]
-    target = ids[:, prefix + blocks * k:]
-    assert target.shape[1] == horizon, (ids.shape, prefix, blocks, k, horizon)
-    teacher = teacher or raw_teacher(base, ids, prefix, horizon)
-    base.crop_cache(teacher.cache, prefix)
-    emb = base.embed(region.reshape(b, blocks, k)).float()  # [b, r, K, d]
-    make = gist_fn if gist_fn is not None else (lambda x: net(x, 1)) if net is not None else None
-    gists = None
-    if make is not None and replaced:
-        gists = make(emb[:, list(replaced)].reshape(-1, k, emb.shape[-1])).reshape(b, len(replaced), -1)
-    rows, pos = [], []
-    for j in range(blocks):
-        start = prefix + j * k
-        if j in replaced:
-            if gists is None:
-                continue  # deletion
-            rows.append(gists[:, replaced.index(j)][:, None])
-            pos.append([start + (k - 1) // 2])
-        else:
-            rows.append(emb[:, j])
-            pos.append(list(range(start, start + k)))
-    return _student(base, rows, pos, target, teacher, positions, prefix + blocks * k)
-
-
-def l2_substitution_loss(base: BaseModel, l1_net: GistNet, net: GistNet, ids: torch.Tensor, prefix: int,
-                         tail_blocks: int, horizon: int, positions: str, teacher: Teacher | None = None,
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ΔNLL@H and KL of replacing K·K tokens after the prefix by one L2 gist made from frozen L1 gists;
-    `tail_blocks` raw blocks stay between the gist and the horizon. `ids [b, P + K·K + tail·K + H]`."""
-    k = net.config.block_size
-    b = ids.shape[0]
-    span2 = k * k
-    teacher = teacher or raw_teacher(base, ids, prefix, horizon)
-    base.crop_cache(teacher.cache, prefix)
-    region = ids[:, prefix:prefix + span2].reshape(b * k, k)
-    with torch.no_grad():
-        l1 = l1_net(base.embed(region).float(), 1).reshape(b, k, -1)
-    gist = net(l1, 2)[:, None]
-    tail = ids[:, prefix + span2:prefix + span2 + tail_blocks * k]
-    rows = [gist, base.embed(tail).float()]
-    pos = [[prefix + (span2 - 1) // 2], list(range(prefix + span2, prefix + span2 + tail.shape[1]))]
-    return _student(base, rows, pos, ids[:, -horizon:], teacher, positions, prefix + span2 + tail.shape[1])
-
-
-def _student(base: BaseModel, rows: list[torch.Tensor], pos: list[list[int]], target: torch.Tensor,
-             teacher: Teacher, positions: str, first_target: int,
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Horizon ΔNLL/KL of `rows` (at true token positions `pos`) + the target after the prefix cache."""
-    b, horizon = target.shape
-    start = teacher.prefix
-    if start > 0:  # re-run the last prefix token: its logits predict the first horizon token
-        start -= 1
-        base.crop_cache(teacher.cache, start)
-        rows = [base.embed(teacher.lead).float()] + rows
-        pos = [[start]] + pos
-    rows = rows + [base.embed(target).float()]
-    pos = pos + [list(range(first_target, first_target + horizon))]
-    x = torch.cat(rows, dim=1)
-    flat = [p for chunk in pos for p in chunk]
-    position_ids = torch.tensor(flat) if positions == "absolute" else torch.arange(start, start + len(flat))
-    s_logits = base.forward(x, position_ids[None].expand(b, -1), teacher.cache, logits_to_keep=horizon + 1)
-    s_logits = s_logits[:, :horizon].float()
-    t_logits = teacher.logits
-    vocab = s_logits.shape[-1]
-    nll_s = F.cross_entropy(s_logits.reshape(-1, vocab), target.reshape(-1), reduction="none").view(b, -1)
-    nll_t = F.cross_entropy(t_logits.reshape(-1, vocab), target.reshape(-1), reduction="none").view(b, -1)
-    per_sample = (nll_s - nll_t).mean(dim=1)
-    log_t = F.log_softmax(t_logits, dim=-1)
-    kl = (log_t.exp() * (log_t - F.log_softmax(s_logits, dim=-1))).sum(-1).mean()
-    return per_sample.mean(), kl, per_sample.detach()
-
-
-def _arange(b: int, lo: int, hi: int) -> torch.Tensor:
-    return torch.arange(lo, hi)[None].expand(b, -1)  # BaseModel.forward moves it to the model's device

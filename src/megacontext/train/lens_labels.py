@@ -99,8 +99,7 @@ def label(mc, wc: WorkingContext, target_ids: list[int], protected_tokens: int) 
         return float(F.cross_entropy(logits[0, :t].float(), target.to(logits.device)))
 
     cache = base.new_cache()
-    rows = torch.cat([mc._rows(wc), target_rows])
-    before = nll(base.forward(rows[None], mc._positions(wc, extra=t)[None], cache, logits_to_keep=t + 1))
+    before = nll(base.forward(*mc.inputs(wc, extra=target_rows), cache, logits_to_keep=t + 1))
     n = len(wc.entries)
     gain = np.full(n, np.nan, dtype=np.float32)
     loss = np.full(n, np.nan, dtype=np.float32)
@@ -110,8 +109,7 @@ def label(mc, wc: WorkingContext, target_ids: list[int], protected_tokens: int) 
         new = apply_move(wc, move)
         first = first_changed_row(wc, new)
         base.crop_cache(cache, first)  # the rows before the change are shared with `wc`
-        rows = torch.cat([mc._rows(new, first), target_rows])
-        return nll(base.forward(rows[None], mc._positions(new, first, extra=t)[None], cache, logits_to_keep=t + 1))
+        return nll(base.forward(*mc.inputs(new, first, extra=target_rows), cache, logits_to_keep=t + 1))
 
     # Moves in descending row order: each crop keeps as much of the shared prefix as possible.
     offsets = wc.row_offsets()

@@ -15,7 +15,7 @@ import json
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,7 @@ def make_snapshots(out: str | Path, cfg: LabelConfig = LabelConfig(), model: str
     bar = tqdm(range(done, cfg.snapshots), initial=done, total=cfg.snapshots, desc="label focus",
                unit="snap", disable=not progress)
     mcfg = MegaConfig()
-    mcfg = replace(mcfg, working=replace(mcfg.working, budget=cfg.budget))
+    mcfg = mcfg.with_budget(cfg.budget)
     for i in bar:
         rng = random.Random(f"{cfg.seed}-{i}")
         length = rng.choice(cfg.lengths)
