@@ -1,0 +1,61 @@
+"""Conversations: one store per conversation under `--stores`, one lock each, and the message log that
+lets a client resend the whole history while only what is new is appended."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from pathlib import Path
+
+from megacontext.base import BaseModel
+from megacontext.config import MegaConfig
+from megacontext.runtime import MegaContext
+from megacontext.serve.protocol import ROLES, ApiError
+
+CONVERSATION_HEADER = "X-MegaContext-Conversation"
+CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MESSAGES = "messages.json"  # hashes of the messages already in a conversation's store
+
+
+def message_hash(m: dict) -> str:
+    return hashlib.sha256(json.dumps([m["role"], m["content"]]).encode()).hexdigest()[:16]
+
+
+class Conversations:
+    """Open sessions, one per conversation, each behind its own lock."""
+
+    def __init__(self, root: Path, base: BaseModel, config: MegaConfig) -> None:
+        self.root, self.base, self.config = root, base, config
+        self._sessions: dict[str, MegaContext] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, cid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(cid, threading.Lock())
+
+    def session(self, cid: str, create: bool) -> MegaContext:
+        with self._guard:
+            if cid not in self._sessions:
+                path = self.root / cid
+                if not create and not (path / "meta.json").exists():
+                    raise ApiError(404, f"unknown conversation {cid!r}", "conversation_not_found")
+                self._sessions[cid] = MegaContext.open(path, self.base, self.config, create=True)
+            return self._sessions[cid]
+
+    def close(self) -> None:
+        with self._guard:
+            for s in self._sessions.values():
+                s.close()
+            self._sessions.clear()
+
+
+def new_text(mc: MegaContext, messages: list[dict]) -> tuple[str, list[str]]:
+    """The prompt for the messages this store has not seen yet, and the updated message log."""
+    seen = (mc.store.read_json(MESSAGES) or {}).get("hashes", [])
+    hashes = [message_hash(m) for m in messages]
+    fresh = messages[len(seen):] if hashes[:len(seen)] == seen and len(hashes) > len(seen) else messages
+    text = "".join(f"\n\n{ROLES[m['role']]}: {m['content']}" for m in fresh) + "\n\nAssistant:"
+    return text, seen + [message_hash(m) for m in fresh]
