@@ -39,7 +39,7 @@ class WorkingConfig:
     budget: int = 1024  # W_max: rows the LM may see
     protected_tokens: int = 96  # newest R tokens always raw
     # The oldest tokens focus keeps raw when it can (instructions, a system prompt, attention sinks):
-    # the passkey preamble gisted costs the oracle its answers (scripts/pinned_prefix_probe.py).
+    # the passkey preamble gisted costs the oracle its answers (docs/experiments.md, "The instruction preamble").
     pinned_tokens: int = 64
     positions: str = "compact"  # compact | absolute
 
