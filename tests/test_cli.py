@@ -100,7 +100,7 @@ def test_bad_inputs_give_one_line_and_leave_store_intact(store, tmp_path, tiny_m
     assert_fails(["ingest", "--store", str(store), *m, str(tmp_path / "nope.txt")], capsys, "cannot read")
     assert_fails(["ask", "--store", str(store), *m, "--budget", "63", "Q?"], capsys, "--budget must be at least 2K = 64")
     assert_fails(["ask", "--store", str(store), "--model", str(tmp_path / "no-model"), "Q?"], capsys,
-                 "not a Hugging Face model folder")
+                 "nor a Hugging Face model folder")
     assert_fails(["ask", "--store", str(store), "--model", str(other_tiny_model_dir), "Q?"], capsys,
                  "built with base model")
     assert_fails(["ingest", "--store", str(store), "--model", str(other_tiny_model_dir), str(text_file)], capsys,
