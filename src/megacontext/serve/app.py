@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import time
-import uuid
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -18,7 +16,7 @@ from megacontext.errors import MegaContextError
 from megacontext.serve.conversations import (
     CONVERSATION_ID, CONVERSATION_HEADER, MESSAGES, Conversations, message_hash, new_text,
 )
-from megacontext.serve.protocol import ApiError, parse_request
+from megacontext.serve.protocol import ApiError, Completion, parse_request
 from megacontext.serve.viewer import VIEWER
 from megacontext.views import inspect_store
 from megacontext.working import focus_runs, focus_strip
@@ -34,8 +32,7 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"error": {"message": exc.message, "type": "invalid_request_error", "code": exc.code}},
-                            status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.get("/v1/models")
     def models() -> dict:
@@ -55,10 +52,10 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
             body = await request.json()
         except ValueError:
             raise ApiError(400, "the request body is not valid JSON") from None
-        messages, max_tokens, stream = parse_request(body, model_name)
+        req = parse_request(body, model_name)
+        messages = req.messages
         cid = conversation_id(request, body)
-        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
+        reply = Completion(model_name, cid, req.include_usage)
         pieces: queue.Queue = queue.Queue()
         outcome: dict = {}
 
@@ -67,7 +64,8 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
                 with convs.lock(cid):
                     mc = convs.session(cid, create=True)
                     prompt, log = new_text(mc, messages)
-                    answer = mc.generate(prompt, max_new_tokens=max_tokens, stop="\nUser:", on_token=pieces.put)
+                    answer = mc.generate(prompt, max_new_tokens=req.max_tokens, stop=["\nUser:", *req.stop],
+                                         on_token=pieces.put, sampling=req.sampling)
                     mc.store.write_json(MESSAGES, {"hashes": log + [message_hash(
                         {"role": "assistant", "content": answer.text})]})
                     outcome["answer"] = answer
@@ -80,40 +78,23 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        if not stream:
+        if not req.stream:
             import anyio
 
             await anyio.to_thread.run_sync(thread.join)
             if "error" in outcome:
                 raise outcome["error"]
-            a = outcome["answer"]
-            return {"id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": a.text},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 0, "completion_tokens": len(a.token_ids),
-                              "total_tokens": len(a.token_ids)},
-                    "megacontext": {"conversation": cid, "rows_used": a.rows_used, "budget": a.budget,
-                                    "timings": a.timings}}
-
-        def chunk(delta: dict, finish: str | None = None) -> str:
-            return "data: " + json.dumps({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                                          "model": model_name, "choices": [{"index": 0, "delta": delta,
-                                                                            "finish_reason": finish}]}) + "\n\n"
+            return reply.response(outcome["answer"])
 
         def events():
-            yield chunk({"role": "assistant", "content": ""})
+            yield reply.chunk({"role": "assistant", "content": ""})
             while True:
                 piece = pieces.get()
                 if piece is None:
                     break
-                yield chunk({"content": piece})
+                yield reply.chunk({"content": piece})
             thread.join()
-            if "error" in outcome:
-                err = outcome["error"]
-                yield "data: " + json.dumps({"error": {"message": err.message, "code": err.code}}) + "\n\n"
-            else:
-                yield chunk({}, "stop")
-            yield "data: [DONE]\n\n"
+            yield from reply.fail(outcome["error"]) if "error" in outcome else reply.end(outcome["answer"])
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
