@@ -89,7 +89,8 @@ def test_errors_are_4xx_json(tmp_path, tiny_base):
             (post({"messages": [{"role": "user", "content": "x " * 400}]}), 400, "invalid_request_error"),
             (post({"messages": [{"role": "user", "content": "hi"}]}, headers={CONVERSATION_HEADER: "../etc"}), 400,
              "invalid_request_error"),
-            (httpx.post(srv.url + "/v1/chat/completions", content=b"{not json"), 400, "invalid_request_error"),
+            (httpx.post(srv.url + "/v1/chat/completions", content=b"{not json",
+                        headers={"content-type": "application/json"}), 400, "invalid_request_error"),
             (httpx.get(srv.url + "/v1/conversations/nobody"), 404, "conversation_not_found"),
         ]
         for response, status, code in cases:

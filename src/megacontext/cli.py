@@ -218,7 +218,8 @@ def cmd_chat(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from megacontext.serve import serve
 
-    serve(args.host, args.port, args.stores, args.model, args.budget)
+    serve(args.host, args.port, args.stores, args.model, args.budget, api_key=args.api_key,
+          allow_hosts=args.allow_host)
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -276,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stores", default="stores", metavar="DIR", help="one store per conversation (default ./stores)")
     p.add_argument("--model", metavar="PATH")
     p.add_argument("--budget", type=int, default=1024, metavar="N")
+    p.add_argument("--api-key", metavar="KEY",
+                   help="require `Authorization: Bearer KEY` on every route (the viewer: /viewer/ID?key=KEY); "
+                        "default: $MEGACONTEXT_API_KEY, else none (a warning when --host is not loopback)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also serve requests whose Host / Origin is NAME (a reverse proxy's name; repeatable; "
+                        "'*' for any). Default: loopback names and --host; any name when --host is 0.0.0.0")
     p.set_defaults(func=cmd_serve)
 
     add("inspect", cmd_inspect, "Levels, node counts, disk use and the current working context.", model=False)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
+import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -13,26 +16,37 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.errors import MegaContextError
-from megacontext.serve.conversations import (
-    CONVERSATION_ID, CONVERSATION_HEADER, MESSAGES, Conversations, message_hash, new_text,
-)
+from megacontext.serve.conversations import CONVERSATION_HEADER, MESSAGES, Conversations, message_hash, new_text
 from megacontext.serve.protocol import ApiError, Completion, parse_request
+from megacontext.serve.security import (
+    LOOPBACK, Access, Guard, allowed_hosts, host_name, redact, requested_conversation,
+)
 from megacontext.serve.viewer import VIEWER
-from megacontext.views import inspect_store
+from megacontext.store import Store
+from megacontext.views import TRACE, inspect_store
 from megacontext.working import focus_runs, focus_strip
 
 
-def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaConfig()) -> FastAPI:
+def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaConfig(), *,
+               api_key: str | None = None, host: str = "127.0.0.1", allow_hosts: Sequence[str] = ()) -> FastAPI:
+    """The app serving the conversations under `stores`.
+
+    `api_key`: when set, every route wants `Authorization: Bearer KEY` (the viewer also `?key=KEY`).
+    `host`: the address the server is bound to; with `allow_hosts` it decides which `Host` headers are
+    served (see `security.allowed_hosts`).
+    """
+    access = Access(api_key, allowed_hosts(host, allow_hosts))
     root = Path(stores)
     root.mkdir(parents=True, exist_ok=True)
     convs = Conversations(root, base, config)
     app = FastAPI(title="MegaContext", description=__doc__)
+    app.add_middleware(Guard, access=access)
     app.state.conversations = convs
     model_name = base.info.name
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(ApiError(exc.status, redact(exc.message, root), exc.code).body(), status_code=exc.status)
 
     @app.get("/v1/models")
     def models() -> dict:
@@ -40,10 +54,8 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
                                             "owned_by": "megacontext"}]}
 
     def conversation_id(request: Request, body: dict) -> str:
-        cid = request.headers.get(CONVERSATION_HEADER) or (body.get("conversation") if isinstance(body, dict)
-                                                             else None) or "default"
-        if not isinstance(cid, str) or not CONVERSATION_ID.match(cid):
-            raise ApiError(400, f"conversation id must match {CONVERSATION_ID.pattern}")
+        cid = requested_conversation(request.headers.get(CONVERSATION_HEADER), body)
+        convs.path(cid)  # inside --stores, or 400
         return cid
 
     @app.post("/v1/chat/completions")
@@ -100,36 +112,51 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
 
     @app.get("/v1/conversations/{cid}")
     def conversation(cid: str) -> dict:
-        if not CONVERSATION_ID.match(cid):
-            raise ApiError(400, f"conversation id must match {CONVERSATION_ID.pattern}")
-        mc = convs.session(cid, create=False)
-        info = inspect_store(mc.store)
-        wc = mc.current
+        """Read-only: the store is opened without the writer lock, so another process may write it."""
+        path = convs.path(cid, exists=True)
+        try:
+            with Store.open(path) as store:
+                info = inspect_store(store)
+        except MegaContextError as exc:
+            raise ApiError(500, str(exc), "store_error") from None
+        info["store"] = cid  # never the server's path
+        live = convs.live(cid)  # this server's own session, if a chat opened one: its live working context
+        wc = live.current if live is not None else None
         if wc is not None:
-            info["focus"] = {"budget": mc.budget, "num_tokens": wc.num_tokens, "rows": wc.cost,
+            info["focus"] = {"budget": live.budget, "num_tokens": wc.num_tokens, "rows": wc.cost,
                              "strip": focus_strip(wc, 200), "runs": focus_runs(wc)}
-        trace = mc.store.path / "trace.jsonl"
-        info["plans"] = [json.loads(x) for x in trace.read_text().splitlines()[-10:]] if trace.exists() else []
+        trace = path / TRACE
+        info["plans"] = []
+        for line in (trace.read_text().splitlines()[-10:] if trace.exists() else []):
+            try:
+                info["plans"].append(json.loads(line))
+            except ValueError:
+                pass  # a line being appended right now, or a damaged one: the viewer shows the rest
         info["generating"] = convs.lock(cid).locked()
         return info
 
     @app.get("/viewer/{cid}", response_class=HTMLResponse)
     def viewer(cid: str) -> str:
-        if not CONVERSATION_ID.match(cid):
-            raise ApiError(400, f"conversation id must match {CONVERSATION_ID.pattern}")
+        convs.path(cid)  # a plain name inside --stores (it is also written into the page), or 400
         return VIEWER.replace("__CID__", cid)
 
     return app
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, stores: str = "stores", model: str | None = None,
-          budget: int = 1024) -> None:
+          budget: int = 1024, api_key: str | None = None, allow_hosts: Sequence[str] = ()) -> None:
+    """Run the server; `api_key` defaults to the `MEGACONTEXT_API_KEY` environment variable."""
     import uvicorn
 
+    api_key = api_key or os.environ.get("MEGACONTEXT_API_KEY") or None
+    Access(api_key)  # a bad key is refused before the model loads
     config = MegaConfig()
     config = config.with_budget(budget)
     config.validate()
-    app = create_app(stores, BaseModel.load(model), config)
+    app = create_app(stores, BaseModel.load(model), config, api_key=api_key, host=host, allow_hosts=allow_hosts)
+    if api_key is None and host_name(host) not in LOOPBACK:
+        print(f"warning: serving on {host} without an API key: anyone who can reach port {port} reads and writes "
+              "every conversation (set --api-key or MEGACONTEXT_API_KEY)", file=sys.stderr)
     print(f"MegaContext server on http://{host}:{port}/v1 — conversations in {stores}; "
-          f"viewer at http://{host}:{port}/viewer/CONVERSATION")
+          f"viewer at http://{host}:{port}/viewer/CONVERSATION" + ("?key=KEY" if api_key else ""))
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 from pathlib import Path
 
@@ -13,9 +12,9 @@ from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.runtime import MegaContext
 from megacontext.serve.protocol import ROLES, ApiError
+from megacontext.serve.security import conversation_path
 
 CONVERSATION_HEADER = "X-MegaContext-Conversation"
-CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MESSAGES = "messages.json"  # hashes of the messages already in a conversation's store
 
 
@@ -27,7 +26,7 @@ class Conversations:
     """Open sessions, one per conversation, each behind its own lock."""
 
     def __init__(self, root: Path, base: BaseModel, config: MegaConfig) -> None:
-        self.root, self.base, self.config = root, base, config
+        self.root, self.base, self.config = Path(root).resolve(), base, config
         self._sessions: dict[str, MegaContext] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -36,14 +35,26 @@ class Conversations:
         with self._guard:
             return self._locks.setdefault(cid, threading.Lock())
 
+    def path(self, cid: str, exists: bool = False) -> Path:
+        """The store directory of `cid`, inside `root` (`ApiError` 400 otherwise); with `exists`, 404
+        unless a store is there."""
+        path = conversation_path(self.root, cid)
+        if exists and not (path / "meta.json").exists():
+            raise ApiError(404, f"unknown conversation {cid!r}", "conversation_not_found")
+        return path
+
     def session(self, cid: str, create: bool) -> MegaContext:
+        """The writable session of `cid`, opened (and with `create`, its store created) on first use."""
         with self._guard:
             if cid not in self._sessions:
-                path = self.root / cid
-                if not create and not (path / "meta.json").exists():
-                    raise ApiError(404, f"unknown conversation {cid!r}", "conversation_not_found")
+                path = self.path(cid, exists=not create)
                 self._sessions[cid] = MegaContext.open(path, self.base, self.config, create=True)
             return self._sessions[cid]
+
+    def live(self, cid: str) -> MegaContext | None:
+        """The session of `cid` if this server has one open (read-only routes never open one)."""
+        with self._guard:
+            return self._sessions.get(cid)
 
     def close(self) -> None:
         with self._guard:

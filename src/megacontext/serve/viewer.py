@@ -1,7 +1,13 @@
-"""The focus viewer page: polls `/v1/conversations/{id}` and draws the working context as a strip."""
+"""The focus viewer page: polls `/v1/conversations/{id}` and draws the working context as a strip.
+
+When the server has an API key, open the page as `/viewer/ID?key=KEY`: the page sends the key as
+`Authorization: Bearer KEY` in its polls (and sends no referrer, so the URL's key goes nowhere else).
+"""
 
 VIEWER = """<!doctype html>
-<html><head><meta charset="utf-8"><title>MegaContext focus — __CID__</title>
+<html><head><meta charset="utf-8">
+<meta name="referrer" content="no-referrer">
+<title>MegaContext focus — __CID__</title>
 <style>
  body { font: 14px system-ui, sans-serif; margin: 24px; color: #222; }
  #strip { display: flex; height: 36px; border: 1px solid #999; margin: 12px 0; }
@@ -20,9 +26,15 @@ const COLORS = ["#d62728", "#ff7f0e", "#2ca02c", "#1f77b4", "#9467bd", "#8c564b"
 const color = lv => COLORS[Math.min(lv, COLORS.length - 1)];
 document.getElementById("legend").innerHTML = ["raw", "L1 gist", "L2 gist", "L3 gist", "L4 gist"]
   .map((t, i) => `<span style="background:${color(i)}"></span>${t}`).join("");
+const KEY = new URLSearchParams(location.search).get("key");
+const AUTH = KEY ? {headers: {Authorization: "Bearer " + KEY}} : {};
 async function refresh() {
-  const r = await fetch("/v1/conversations/__CID__");
-  if (!r.ok) { document.getElementById("stats").textContent = "unknown conversation"; return; }
+  const r = await fetch("/v1/conversations/__CID__", AUTH);
+  if (!r.ok) {
+    document.getElementById("stats").textContent =
+      r.status === 401 ? "missing or wrong key: open this page as ?key=KEY" : "unknown conversation";
+    return;
+  }
   const info = await r.json();
   const f = info.focus;
   document.getElementById("stats").textContent =
