@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from megacontext.base import BaseModel
+from megacontext.errors import StoreError
 from megacontext.store import Store
 from megacontext.tree import span
 from megacontext.working import PositionScheme, WorkingContext, positions
@@ -77,9 +79,19 @@ def pieces(wc: WorkingContext, tokens: TokenRows, gists: GistRows, start_row: in
 
 
 def store_rows(base: BaseModel, store: Store) -> tuple[TokenRows, GistRows]:
-    """Row sources over a store: the LM's own embeddings of stored tokens, and stored gists."""
+    """Row sources over a store: the LM's own embeddings of stored tokens, and stored gists.
+
+    A token id the model has no embedding for is a corrupt store (`StoreError` naming the file)."""
+    vocab = base.embedding_matrix.shape[0]
+
     def tokens(lo: int, hi: int) -> torch.Tensor:
-        return base.embed(torch.from_numpy(store.read_tokens(lo, hi))).float()
+        ids = store.read_tokens(lo, hi)
+        if len(ids) and ids.max() >= vocab:
+            bad = lo + int(np.argmax(ids >= vocab))
+            where = store.path / ("L0.ctx" if bad < store.counts[0] * store.block_size else "meta.json")
+            raise StoreError(f"{where}: token {bad} has id {int(ids[bad - lo])}, outside the model's vocabulary "
+                             f"of {vocab:,} (a corrupt store file)")
+        return base.embed(torch.from_numpy(ids)).float()
 
     def gists(level: int, first: int, end: int) -> torch.Tensor:
         return torch.from_numpy(store.read_gists(level, first, end)).to(base.device).float()

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 QUESTION_TEMPLATE = "\n\nQuestion: {question}\nAnswer:"
 
@@ -18,19 +19,35 @@ QUESTION_TEMPLATE = "\n\nQuestion: {question}\nAnswer:"
 def _config(args: argparse.Namespace):
     from megacontext.config import MegaConfig
 
-    cfg = MegaConfig()
-    working = cfg.working
-    if getattr(args, "budget", None) is not None:
-        working = replace(working, budget=args.budget)
+    cfg = MegaConfig().with_budget(getattr(args, "budget", None))
     if getattr(args, "positions", None):
-        working = replace(working, positions=args.positions)
-    cfg = replace(cfg, working=working)
+        cfg = replace(cfg, working=replace(cfg.working, positions=args.positions))
     if getattr(args, "gister", None):
         cfg = replace(cfg, gister=args.gister)
-    if getattr(args, "block_size", None):
+    if getattr(args, "block_size", None) is not None:
         cfg = replace(cfg, store=replace(cfg.store, block_size=args.block_size))
-    cfg.validate()
+    new_tokens = getattr(args, "max_new_tokens", None)
+    if new_tokens is not None and new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be at least 1, got {new_tokens}")
+    cfg.store.validate()
+    cfg = replace(cfg, store=replace(cfg.store, block_size=_store_block_size(args, cfg.store.block_size)))
+    cfg.validate()  # the budget against the store's K here; against the model's positions once it loads
     return cfg
+
+
+def _store_block_size(args: argparse.Namespace, default: int) -> int:
+    """The block size of the existing store at `--store` (a `--block-size` that differs is refused)."""
+    from megacontext.store import Store, is_store
+
+    path = getattr(args, "store", None)
+    if not path or not is_store(path):
+        return default
+    with Store.open(path) as store:
+        k = store.block_size
+    given = getattr(args, "block_size", None)
+    if given is not None and given != k:
+        raise ValueError(f"--block-size {given}: the store at {path} has K = {k}, fixed for its life")
+    return k
 
 
 def _open(args: argparse.Namespace, *, create: bool = False, writable: bool = True):
@@ -50,10 +67,26 @@ def _emit(args: argparse.Namespace, data: dict, text: str) -> None:
     print(json.dumps(data, indent=1) if args.json else text)
 
 
+def read_text_file(path: str | Path) -> str:
+    """A file's text, or `ValueError` naming it when it is missing, empty or binary."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if b"\0" in raw[:65536]:
+        raise ValueError(f"{path}: binary file, not text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    if not text.strip():
+        raise ValueError(f"{path}: empty file")
+    return text
+
+
 # --- subcommands ------------------------------------------------------------------------------
 def cmd_ingest(args: argparse.Namespace) -> None:
-    from megacontext.runtime import read_text_file
-
     texts = [read_text_file(f) for f in args.files]  # every file checked before anything is written
     with _open(args, create=True) as mc:
         stats = mc.ingest(texts, progress=not args.quiet)
@@ -80,8 +113,9 @@ def cmd_ask(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from megacontext.runtime import read_text_file
-
+    if args.regist:
+        raise ValueError("--regist rewrites the store's gists, and score writes nothing: re-gist with a command "
+                         "that writes (`ask --regist`), then score")
     text = read_text_file(args.file)
     with _open(args, writable=False) as mc:
         result = mc.score(text, budget=args.budget)
@@ -93,7 +127,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> None:
     from megacontext.errors import StoreError
-    from megacontext.runtime import inspect_store
+    from megacontext.views import inspect_store
     from megacontext.store import Store, is_store
 
     if not is_store(args.store):
@@ -212,6 +246,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_chat(args: argparse.Namespace) -> None:
     from megacontext.chat import run_chat
 
+    _config(args)  # flags checked before the model loads
     run_chat(args.store, model=args.model, budget=args.budget, max_new_tokens=args.max_new_tokens, gister=args.gister)
 
 
@@ -391,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except (MegaContextError, ValueError) as exc:
         print(f"megacontext {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a read-only mount, a full disk, a missing permission: the path and why
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"megacontext {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"megacontext {args.command}: interrupted (committed history is kept)", file=sys.stderr)

@@ -43,13 +43,19 @@ class WorkingConfig:
     pinned_tokens: int = 64
     positions: str = "compact"  # compact | absolute
 
-    def validate(self, block_size: int) -> None:
+    def validate(self, block_size: int, max_positions: int = 0) -> None:
+        """`max_positions` (the model's, 0 when unknown): the compact scheme numbers rows 0 … budget − 1."""
         if self.budget < 2 * block_size:
             raise ValueError(f"--budget must be at least 2K = {2 * block_size} rows, got {self.budget}")
+        if max_positions and self.budget > max_positions:
+            raise ValueError(f"--budget {self.budget} is more rows than the model's {max_positions:,} positions; "
+                             f"keep it at most {max_positions}")
         if self.positions not in ("compact", "absolute"):
             raise ValueError(f"--positions must be compact or absolute, got {self.positions!r}")
         if self.protected_tokens < 0:
             raise ValueError(f"--protected-tokens must be ≥ 0, got {self.protected_tokens}")
+        if self.pinned_tokens < 0:
+            raise ValueError(f"--pinned-tokens must be ≥ 0, got {self.pinned_tokens}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class MegaConfig:
             return self
         return replace(self, working=replace(self.working, budget=budget))
 
-    def validate(self) -> None:
+    def validate(self, max_positions: int = 0) -> None:
+        """Every field in range; with the model's `max_positions`, the budget fits the model too."""
         self.store.validate()
-        self.working.validate(self.store.block_size)
+        self.working.validate(self.store.block_size, max_positions)

@@ -24,12 +24,12 @@ from megacontext.errors import StoreError
 from megacontext.focus import FocusInput, PinnedPrefix, default_focus, make_policy
 from megacontext.gisters import default_gister, make_gister
 from megacontext.sampling import Sampler, SamplingConfig, StopRule, decode
-from megacontext.store import Store, StoreIdentity, is_store
+from megacontext.store import Store, StoreIdentity, discard_side_file, is_store
 from megacontext.tree import Node, children
-from megacontext.views import FOCUS_STATE, TRACE, inspect_store
+from megacontext.views import FOCUS_STATE, TRACE, inspect_store, read_focus_state
 from megacontext.working import (
     FocusPlan, InvariantError, WorkingContext, apply_plan, check, cold_start, first_changed_row,
-    focus_runs, from_json, grow, minimum_cost, to_json,
+    focus_runs, grow, minimum_cost, to_json,
 )
 
 Trace = Callable[[dict], None]  # where applied plans are logged
@@ -95,7 +95,7 @@ class MegaContext:
         self.policy = make_policy(config.focus or default_focus(base.info.name), base=base, config=config.focus_config)
         self.k = store.block_size
         self.current: WorkingContext | None = None  # the working context the LM sees right now (viewers read it)
-        state = store.read_json(FOCUS_STATE) or {}
+        state = read_focus_state(store) or {}
         self._step = int(state.get("step", 0))
         self._history: dict[Node, tuple[int, str]] = {
             Node(lv, ix): (st, kind) for lv, ix, st, kind in state.get("history", [])
@@ -119,19 +119,24 @@ class MegaContext:
 
         `base` defaults to `BaseModel.load(model)`; `gister` (an object) overrides `config.gister`.
         A store built with another gister raises `StoreMismatchError` unless `regist` recomputes
-        its gists from L0.
+        its gists from L0 (which writes: not with `writable=False`). An existing store's block size
+        replaces `config.store.block_size`; the budget must fit the model's positions.
         """
-        config.validate()
         path = Path(path)
-        if not is_store(path) and not create:
+        if regist and not writable:
+            raise ValueError("--regist rewrites the store's gists, but this command writes nothing")
+        kind = None
+        if is_store(path):
+            with Store.open(path) as existing:
+                kind = existing.gister_id.split("-")[0]
+                config = replace(config, store=replace(config.store, block_size=existing.block_size))
+        elif not create:
             raise StoreError(f"{path}: no MegaContext store here (create one with `megacontext ingest`)")
+        config.validate()  # before the model loads
         base = base or BaseModel.load(model)
+        config.validate(base.info.max_positions)
         if config.gister is None:  # keep what the store was built with; new stores get the default
-            kind = default_gister(base)
-            if is_store(path):
-                with Store.open(path) as existing:
-                    kind = existing.gister_id.split("-")[0]
-            config = replace(config, gister=kind)
+            config = replace(config, gister=kind or default_gister(base))
         gister = gister or make_gister(config.gister, base)
         identity = StoreIdentity(base.info.name, base.info.fingerprint, base.info.dim, gister.id)
         if not is_store(path):
@@ -218,16 +223,15 @@ class MegaContext:
         """The saved working context grown to the current history, or a cold start."""
         budget = budget or self.budget
         total = self.store.num_tokens
-        state = self.store.read_json(FOCUS_STATE)
-        if state and state.get("budget") == budget and state["wc"]["block_size"] == self.k:
-            wc = from_json(state["wc"])
-            if wc.num_tokens <= total and total - wc.num_tokens <= budget // 2:
-                try:
-                    wc = self._grow(wc, total, budget)
-                    check(wc, budget, self.protected)
-                    return wc
-                except (InvariantError, ValueError):
-                    pass  # stale or foreign state: start afresh below
+        state = read_focus_state(self.store)
+        # Another budget, or a history grown by more than half of it: a cold start, which focuses better.
+        if state and state["budget"] == budget and total - state["wc"].num_tokens <= budget // 2:
+            try:
+                wc = self._grow(state["wc"], total, budget)
+                check(wc, budget, self.protected)
+                return wc
+            except (InvariantError, ValueError) as exc:
+                discard_side_file(self.store.path / FOCUS_STATE, f"stale ({exc})")
         return cold_start(total, self.k, budget, self.protected)
 
     def _scores(self, wc: WorkingContext, query_ids: Sequence[int] = (), trigger: str = "") -> list[allocator.EntryScore]:
@@ -408,14 +412,21 @@ class MegaContext:
         """Mean NLL (nats/token) of `text` as a continuation of the history, under `budget` rows.
 
         The continuation is fed raw after the working context, so the history gets
-        `budget − len(text tokens)` rows. Nothing is written.
+        `budget − len(text tokens)` rows. Nothing is written. Every position the LM sees must be one
+        of the model's: the budget (compact scheme), the history plus the text (absolute scheme).
         """
         budget = budget or self.budget
+        limit = self.base.info.max_positions
+        self.config.with_budget(budget).validate(limit)
         timer = _Timer()
         with timer("tokenize"):
             ids = self.base.tokenize(text)
         if not ids:
             raise ValueError("the text to score is empty")
+        end = self.store.num_tokens + len(ids)
+        if self.config.working.positions == "absolute" and limit and end > limit:
+            raise ValueError(f"--positions absolute: the history and the text reach position {end:,}, past the "
+                             f"model's {limit:,} positions; use --positions compact")
         room = budget - minimum_cost(self.store.num_tokens, self.k, self.protected)
         if len(ids) > room:
             raise ValueError(f"the text has {len(ids)} tokens; at --budget {budget} at most {max(room, 0)} fit "

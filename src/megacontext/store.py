@@ -14,12 +14,15 @@ any instant leaves bytes past the committed counts, which the next writer trunca
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import functools
 import json
+import logging
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,21 @@ _NUMPY = {0: np.uint32, 1: np.float16, 2: np.uint16, 3: np.float32}
 # gist_fn(level, children) → gists. level 1: children are token ids [n, K] (uint32);
 # level ≥ 2: child gists [n, K, d] (float32). Returns float32 [n, d].
 GistFn = Callable[[int, np.ndarray], np.ndarray]
+
+log = logging.getLogger("megacontext")  # unconfigured, a warning is one line on stderr
+
+
+def _names_store(method):
+    """An OS error while writing (a full disk, a read-only mount) names the store when it names no file."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = str(self.path)
+            raise
+    return wrapper
 
 
 def _to_bf16(x: np.ndarray) -> np.ndarray:
@@ -198,6 +216,7 @@ class Store:
             if file.stat().st_size < need:
                 raise StoreError(f"{file}: {file.stat().st_size} bytes, but {count} committed entries need {need}")
 
+    @_names_store
     def _recover(self) -> None:
         """Writer only: truncate bytes past the committed counts (a torn append) and fix headers."""
         self._unlink_levels_from(len(self._meta["counts"]))  # files of appends that never committed
@@ -330,13 +349,19 @@ class Store:
         if not 0 <= start <= stop <= len(self._map(level)):
             raise IndexError(f"gists [{start}, {stop}) outside level {level} of {len(self._map(level))}")
         rows = self._map(level)[start:stop]
-        return _from_bf16(rows) if self._dtype_code(level) == 2 else np.asarray(rows, dtype=np.float32)
+        rows = _from_bf16(rows) if self._dtype_code(level) == 2 else np.asarray(rows, dtype=np.float32)
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            bad = start + int(np.flatnonzero(~finite)[0])
+            raise StoreError(f"{self._file(level)}: gist {bad} of level {level} holds NaN or inf (a corrupt store file)")
+        return rows
 
     # --- writes -----------------------------------------------------------------------------
     def _require_writer(self) -> None:
         if not self.writable or self._lock_fd is None:
             raise StoreError(f"{self.path}: opened read-only")
 
+    @_names_store
     def _ensure_level_file(self, level: int) -> None:
         file = self._file(level)
         if file.exists():
@@ -348,6 +373,7 @@ class Store:
             os.fsync(f.fileno())
         _fsync_dir(self.path)
 
+    @_names_store
     def _append_rows(self, level: int, start: int, payload: np.ndarray) -> None:
         """Write entries `[start, start+len)` of `level` past the committed ones (not yet committed)."""
         self._ensure_level_file(level)
@@ -372,6 +398,7 @@ class Store:
         arr = arr.reshape(stop - start, self.dim)
         return _from_bf16(arr) if code == 2 else arr.astype(np.float32)
 
+    @_names_store
     def append(self, ids: list[int] | np.ndarray, gist_fn: GistFn) -> None:
         """Append tokens, gist every node they complete at every level, then commit once."""
         self._require_writer()
@@ -414,6 +441,7 @@ class Store:
             counts[level] = want
             level += 1
 
+    @_names_store
     def regist(self, gist_fn: GistFn, gister_id: str) -> None:
         """Recompute every gist level from L0 (kept forever) with another gister."""
         self._require_writer()
@@ -424,6 +452,7 @@ class Store:
         self._gist_pending(counts, 0, gist_fn)
         self._commit(counts, self.tail)
 
+    @_names_store
     def _commit(self, counts: list[int], tail: list[int], drop_levels: bool = False) -> None:
         for level, count in enumerate(counts):
             if level < len(self._meta["counts"]) and count == self._meta["counts"][level] and not drop_levels:
@@ -440,6 +469,7 @@ class Store:
         self._meta["modified"] = time.time()
         self._write_meta()
 
+    @_names_store
     def _write_meta(self) -> None:
         tmp = self.path / "meta.json.tmp"
         with open(tmp, "w") as f:
@@ -450,12 +480,24 @@ class Store:
         _fsync_dir(self.path)
 
     # --- side files (working-context state, traces) -----------------------------------------
-    def read_json(self, name: str) -> dict | None:
+    def read_json(self, name: str, required: Sequence[str] = ()) -> dict | None:
+        """A side file's JSON object, or None when there is none. A corrupt one (not JSON, not an
+        object, or without a `required` key) is discarded with a warning: the next write rebuilds it."""
+        file = self.path / name
         try:
-            return json.loads((self.path / name).read_text())
-        except (FileNotFoundError, ValueError):
+            data = json.loads(file.read_bytes())
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError) as exc:
+            return discard_side_file(file, f"unreadable ({exc})")
+        if not isinstance(data, dict):
+            return discard_side_file(file, "not a JSON object")
+        missing = [key for key in required if key not in data]
+        if missing:
+            return discard_side_file(file, f"no {', '.join(missing)}")
+        return data
 
+    @_names_store
     def write_json(self, name: str, data: dict) -> None:
         """Atomically replace a small side file (e.g. the saved working context)."""
         self._require_writer()
@@ -463,14 +505,42 @@ class Store:
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path / name)
 
+    @_names_store
     def append_line(self, name: str, record: dict) -> None:
         self._require_writer()
-        with open(self.path / name, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = (json.dumps(record) + "\n").encode()
+        fd = os.open(self.path / name, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line stays alone on its line
+                line = b"\n" + line
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+def discard_side_file(file: Path, why: str, rebuilt: bool = True) -> None:
+    """Warn (once per file and reason) that a corrupt or stale side file, or with `rebuilt=False` a part
+    of one, is ignored; returns None."""
+    message = f"warning: {file}: {why}" + ("; ignored (rebuilt on the next write)" if rebuilt else "")
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+_warned: set[str] = set()
 
 
 def _take_lock(path: Path) -> int:
-    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except IsADirectoryError:
+        raise StoreError(f"{path / 'lock'}: a directory, not the store's lock file (remove it)") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise StoreError(f"{path}: cannot write to this store ({exc.strerror}); reading it (score, inspect) "
+                         "needs no write access") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

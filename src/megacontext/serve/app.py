@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import sys
@@ -23,7 +22,7 @@ from megacontext.serve.security import (
 )
 from megacontext.serve.viewer import VIEWER
 from megacontext.store import Store
-from megacontext.views import TRACE, inspect_store
+from megacontext.views import inspect_store, read_trace
 from megacontext.working import focus_runs, focus_strip
 
 
@@ -117,6 +116,7 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
         try:
             with Store.open(path) as store:
                 info = inspect_store(store)
+                info["plans"] = read_trace(store, last=10)  # damaged lines skipped (warned)
         except MegaContextError as exc:
             raise ApiError(500, str(exc), "store_error") from None
         info["store"] = cid  # never the server's path
@@ -125,13 +125,6 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
         if wc is not None:
             info["focus"] = {"budget": live.budget, "num_tokens": wc.num_tokens, "rows": wc.cost,
                              "strip": focus_strip(wc, 200), "runs": focus_runs(wc)}
-        trace = path / TRACE
-        info["plans"] = []
-        for line in (trace.read_text().splitlines()[-10:] if trace.exists() else []):
-            try:
-                info["plans"].append(json.loads(line))
-            except ValueError:
-                pass  # a line being appended right now, or a damaged one: the viewer shows the rest
         info["generating"] = convs.lock(cid).locked()
         return info
 
