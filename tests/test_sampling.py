@@ -51,6 +51,18 @@ def test_decode_ends_at_eos_stop_or_length():
     assert decode(logits, step, 10, 9, text, StopRule.of("\n")) == ([1, 3], "stop")
     logits, step, calls = _script([1, 2, 1, 2])
     seen = []
-    assert decode(logits, step, 3, 9, text, on_token=seen.append) == ([1, 2, 1], "length")
+    assert decode(logits, step, 3, 9, text, on_text=seen.append) == ([1, 2, 1], "length")
     assert calls[-1] == (1, True) and [last for _, last in calls] == [False, False, True]
-    assert seen == ["a", "b", "a"]
+    assert seen == ["a", "ab", "aba"]
+
+
+def test_text_stream_pieces_add_up_to_the_final_answer():
+    from megacontext.sampling import TextStream
+
+    sent = []
+    stream = TextStream(StopRule.of("\nUser:"), sent.append)
+    # a character split across tokens decodes as U+FFFD until complete; a stop's start and spaces wait
+    for text in [" ", " Pa", " Par\ufffd", " Paré", " Paré ", " Paré \n", " Paré \nUs", " Paré \nUser:"]:
+        stream.feed(text)
+    stream.finish(StopRule.of("\nUser:").cut(" Paré \nUser:").strip())
+    assert "".join(sent) == "Paré" and "\ufffd" not in "".join(sent)

@@ -23,13 +23,13 @@ from megacontext.config import MegaConfig
 from megacontext.errors import StoreError
 from megacontext.focus import FocusInput, PinnedPrefix, default_focus, make_policy
 from megacontext.gisters import default_gister, make_gister
-from megacontext.sampling import Sampler, SamplingConfig, StopRule, decode
+from megacontext.sampling import Sampler, SamplingConfig, StopRule, TextStream, decode
 from megacontext.store import Store, StoreIdentity, discard_side_file, is_store
 from megacontext.tree import Node, children
 from megacontext.views import FOCUS_STATE, TRACE, inspect_store, read_focus_state
 from megacontext.working import (
     FocusPlan, InvariantError, WorkingContext, apply_plan, check, cold_start, first_changed_row,
-    focus_runs, grow, minimum_cost, to_json,
+    focus_runs, grow, minimum_cost, rows_before, to_json,
 )
 
 Trace = Callable[[dict], None]  # where applied plans are logged
@@ -95,6 +95,11 @@ class MegaContext:
         self.policy = make_policy(config.focus or default_focus(base.info.name), base=base, config=config.focus_config)
         self.k = store.block_size
         self.current: WorkingContext | None = None  # the working context the LM sees right now (viewers read it)
+        self._turn_trace: list[dict] | None = None  # trace lines of the turn in progress
+        # The last turn's KV cache, the working context its rows hold, and how many history tokens they
+        # are valid for: the next turn recomputes only the rows after the unchanged prefix.
+        self._kv: tuple | None = None
+        self.reuse_kv = True
         state = read_focus_state(store) or {}
         self._step = int(state.get("step", 0))
         self._history: dict[Node, tuple[int, str]] = {
@@ -256,8 +261,11 @@ class MegaContext:
         return grow(wc, num_tokens)
 
     def _trace(self, line: dict) -> None:
-        """The default trace sink: one line per applied plan in the store's `trace.jsonl`."""
-        if self.store.writable:
+        """The default trace sink: one line per applied plan in the store's `trace.jsonl` (held back
+        during a turn until the turn succeeds)."""
+        if self._turn_trace is not None:
+            self._turn_trace.append(line)
+        elif self.store.writable:
             self.store.append_line(TRACE, line)
 
     def _apply(self, wc: WorkingContext, plan: FocusPlan, trigger: str, budget: int | None,
@@ -336,25 +344,53 @@ class MegaContext:
     ) -> Answer:
         """Append `prompt` to the history, refocus, and decode under `budget` rows (greedy by default).
 
-        Generated tokens are appended to the store as they come. Refocus runs on the new input
-        (up to `max_rounds` rounds) and then every K generated tokens; the KV cache is reused up
-        to the first changed row. Decoding stops at EOS, at a `stop` string (after the answer's
-        leading whitespace), or after `max_new_tokens`.
+        A turn is atomic: the prompt and the answer are in the store when this returns, and a failure
+        or an interrupt (Ctrl-C) leaves the store, its trace and the saved focus as they were. A prompt
+        longer than half the budget goes into memory as history, and only its end is the question.
+        Refocus runs on the new input (up to `max_rounds` rounds) and then every K generated tokens;
+        the KV cache is reused up to the first changed row. Decoding stops at EOS, at a `stop` string
+        (after the answer's leading whitespace), or after `max_new_tokens`. `on_token` receives the
+        answer's text in pieces that add up to `Answer.text` exactly; the store keeps the answer as
+        returned (without the stop string that ended it).
         """
         budget = budget or self.budget
         if not self.store.writable:
             raise StoreError(f"{self.store.path}: opened read-only; generate appends to the history")
+        before, state = self.store.num_tokens, (self._step, dict(self._history))
+        self._turn_trace = []
+        try:
+            answer = self._answer(prompt, max_new_tokens, budget, StopRule.of(stop), on_token, Sampler(sampling))
+        except BaseException:
+            self.store.truncate(before)
+            self._step, self._history = state
+            self.current = self._kv = None
+            raise
+        finally:
+            lines, self._turn_trace = self._turn_trace, None
+        for line in lines:
+            self._trace(line)
+        return answer
+
+    def _answer(self, prompt: str, max_new_tokens: int, budget: int, rule: StopRule,
+                on_token: Callable[[str], None] | None, sampler: Sampler) -> Answer:
         timer = _Timer()
         with timer("tokenize"):
-            ids = self._prompt_ids(prompt, budget)
+            ids = self.base.tokenize(prompt)
+        if not ids:
+            raise ValueError("the prompt is empty")
+        prompt_tokens = len(ids)
+        if len(ids) > budget // 2:  # a long message: memory takes it, its end is the question
+            with timer("append"):
+                self.ingest_ids(ids[:-(budget // 4)])
+            ids = ids[-(budget // 4):]
         wc, plans = self._take_input(ids, budget, max_new_tokens, timer)
+        asked = (wc, self.store.num_tokens)
         with timer("prefill"):
-            cache = self.base.new_cache()
-            logits = self.prefill(wc, cache, logits_to_keep=1)
-        rows_used, generated = wc.cost, []
+            cache, logits = self._prefill_turn(wc)
+        rows_used, generated, cached = wc.cost, [], wc
 
         def step(token: int, last: bool) -> torch.Tensor | None:
-            nonlocal wc, rows_used
+            nonlocal wc, rows_used, cached
             generated.append(token)
             with timer("refocus"):
                 new = self._grow(wc, wc.num_tokens + 1, budget, trigger="decode")
@@ -366,28 +402,52 @@ class MegaContext:
             check(new, budget, self.protected)
             # the last token is stored, but never read: no LM pass for it
             logits = None if last else self.advance(cache, wc, new, logits_to_keep=1)
+            cached = cached if last else new
             wc = self.current = new
             rows_used = max(rows_used, wc.cost)
             return logits
 
-        rule = StopRule.of(stop)
+        stream = TextStream(rule, on_token)
         t_decode = time.perf_counter()
-        out, reason = decode(logits, step, max_new_tokens, self.base.eos_token_id, self.base.decode, rule,
-                             Sampler(sampling), on_token)
+        out, reason = decode(logits, step, max_new_tokens, self.base.eos_token_id, self.base.decode, rule, sampler,
+                             stream.feed if on_token else None)
         timer.times["decode"] = time.perf_counter() - t_decode
+        raw = self.base.decode(out)
+        text = rule.cut(raw).strip()
+        stream.finish(text)
+        answer = Answer(text, out, budget, rows_used, focus_runs(wc), [p.to_json() for p in plans if not p.empty],
+                        timer.times, finish_reason="length" if reason == "length" else "stop",
+                        prompt_tokens=prompt_tokens)
+        kept = raw[: len(raw) - len(raw.lstrip())] + text  # the answer as returned, its leading space kept
+        self._kv = (cache, cached, self.store.num_tokens if kept == raw else asked[1])
+        if kept != raw:  # a stop string or trailing space ended it: store the answer as returned
+            self.store.truncate(asked[1])
+            self.append_ids(self.base.tokenize(kept))
+            try:
+                wc = self._grow(asked[0], self.store.num_tokens, budget, trigger="decode")
+            except ValueError:  # the re-tokenised answer needs room the saved focus cannot give: start afresh
+                wc = cold_start(self.store.num_tokens, self.k, budget, self.protected)
+            self.current = wc
         self._save_focus(wc, budget)
-        return Answer(rule.cut(self.base.decode(out)).strip(), out, budget, rows_used, focus_runs(wc),
-                      [p.to_json() for p in plans if not p.empty], timer.times,
-                      finish_reason="length" if reason == "length" else "stop", prompt_tokens=len(ids))
+        return answer
 
-    def _prompt_ids(self, prompt: str, budget: int) -> list[int]:
-        ids = self.base.tokenize(prompt)
-        if not ids:
-            raise ValueError("the prompt is empty")
-        if len(ids) > budget // 2:
-            raise ValueError(f"the prompt has {len(ids)} tokens; at --budget {budget} keep it under {budget // 2} "
-                             "(or ingest long text first)")
-        return ids
+    def _prefill_turn(self, wc: WorkingContext):
+        """(KV cache, logits of the last row) for a new turn's working context, recomputing only the rows
+        after the prefix it shares with the last turn's cache."""
+        kv, self._kv = self._kv, None
+        if kv is not None and self.reuse_kv:
+            cache, old, valid = kv
+            keep = min(first_changed_row(old, wc), rows_before(old, valid), cache.get_seq_length(), wc.cost - 1)
+            if keep > 0:
+                self.base.crop_cache(cache, keep)
+                return cache, self.base.forward(*self.inputs(wc, keep), cache, logits_to_keep=1)
+        cache = self.base.new_cache()
+        return cache, self.prefill(wc, cache, logits_to_keep=1)
+
+    def ingest_ids(self, ids: Sequence[int]) -> None:
+        """Append token ids in commit-sized slices (a crash loses at most the last slice)."""
+        for lo in range(0, len(ids), _INGEST_COMMIT_TOKENS):
+            self.store.append(list(ids[lo:lo + _INGEST_COMMIT_TOKENS]), self.gister)
 
     def _take_input(self, ids: list[int], budget: int, max_new_tokens: int,
                     timer: _Timer) -> tuple[WorkingContext, list[FocusPlan]]:

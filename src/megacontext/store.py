@@ -441,6 +441,21 @@ class Store:
             counts[level] = want
             level += 1
 
+    def truncate(self, num_tokens: int) -> None:
+        """Roll the history back to its first `num_tokens` tokens (a failed turn): the gists of the
+        nodes that no longer complete go with them. Crash-safe like an append: meta first, then files."""
+        self._require_writer()
+        if not 0 <= num_tokens <= self.num_tokens:
+            raise ValueError(f"cannot truncate a history of {self.num_tokens} tokens to {num_tokens}")
+        if num_tokens == self.num_tokens:
+            return
+        k = self.block_size
+        full = num_tokens - num_tokens % k
+        tail = self.read_tokens(full, num_tokens).tolist()
+        counts = [full] + list(level_counts(num_tokens, k)[1:])
+        self._commit(counts, tail, drop_levels=True)
+        self._recover()
+
     @_names_store
     def regist(self, gist_fn: GistFn, gister_id: str) -> None:
         """Recompute every gist level from L0 (kept forever) with another gister."""

@@ -243,6 +243,18 @@ def first_changed_row(old: WorkingContext, new: WorkingContext) -> int:
     return min(row + old.tail, new.cost)
 
 
+def rows_before(wc: WorkingContext, tokens: int) -> int:
+    """How many leading rows of `wc` depend only on the history's first `tokens` tokens (rows are causal:
+    a raw block cut at `tokens` keeps its rows before the cut; a gist covering later tokens does not)."""
+    k, row = wc.block_size, 0
+    for e in wc.entries:
+        start, end = span(e, k)
+        if end > tokens:
+            return row + (max(0, tokens - start) if e.level == 0 else 0)
+        row += wc.entry_cost(e)
+    return row + max(0, min(tokens, wc.num_tokens) - (wc.num_tokens - wc.tail))
+
+
 # --- views ----------------------------------------------------------------------------------
 def focus_runs(wc: WorkingContext) -> list[dict]:
     """Consecutive same-level entries merged: `[{level, start, end}]` tiling `[0, T)` (tail = L0)."""

@@ -22,7 +22,7 @@ def features(store, wc: WorkingContext, query_tokens: int) -> tuple[np.ndarray, 
     for e in wc.entries:
         level = max(e.level, 1)  # a raw block is seen through its L1 gist (same index)
         vecs.append(store.read_gists(level, e.index, e.index + 1)[0])
-    entries = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, store.read_gists(1, 0, 1).shape[1]))
+    entries = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, store.dim), dtype=np.float32)
     levels = np.array([e.level for e in wc.entries], dtype=np.int64)
     distances = np.array([(wc.num_tokens - span(e, k)[1]) / k for e in wc.entries], dtype=np.float32)
     query = store.read_tokens(max(0, wc.num_tokens - query_tokens), wc.num_tokens).astype(np.int64)
@@ -69,7 +69,7 @@ class LensNetScorer:
             out = self.net(torch.from_numpy(entries).to(dev)[None], torch.from_numpy(levels).to(dev)[None],
                            torch.from_numpy(distances).to(dev)[None], q)[0] / self.scale
         rel = torch.sigmoid(out[:, 2] * self.scale).tolist()
-        return [(g, l, r) for (g, l, _), r in zip(out.tolist(), rel)]
+        return [(gain, loss, r) for (gain, loss, _), r in zip(out.tolist(), rel)]
 
     def scan_l1(self, store, query: Sequence[int], n: int, chunk: int) -> np.ndarray:
         """Relevance logit `[n]` of each of the first `n` L1 gists of `store`, `chunk` gists per pass (so

@@ -41,8 +41,8 @@ class LexicalFocus:
         self._bonus: tuple | None = None  # (the scan it was derived from, its per-block bonus)
 
     def score(self, inp: FocusInput) -> list[EntryScore]:
-        if not inp.question:  # continuing the text: recency beats LensNet's predictions (class doc)
-            return RecencyFocus(self.config).score(inp)
+        if not inp.question or not inp.wc.entries:  # continuing the text: recency beats LensNet (class doc);
+            return RecencyFocus(self.config).score(inp)  # a history shorter than a block has no entries
         cfg = self.config
         window = self.lens.query_tokens
         entry_features = None if inp.query_ids else features(inp.store, inp.wc, window)
@@ -63,9 +63,9 @@ class LexicalFocus:
         predicted = self.lens.entry_scores(entry_features or features(inp.store, inp.wc, window), query)
         # Relevance lifts both scores: relevant gists open first and relevant entries collapse last.
         scores = []
-        for (g, l, r), b in zip(predicted, look):
+        for (g, loss, r), b in zip(predicted, look):
             gain = g + r + b
-            scores.append(EntryScore(gain if gain > cfg.gain_floor else 0.0, l + r + b))
+            scores.append(EntryScore(gain if gain > cfg.gain_floor else 0.0, loss + r + b))
         return scores
 
     def _covered(self, inp: FocusInput, query: Sequence[int]) -> np.ndarray:

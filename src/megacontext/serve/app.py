@@ -80,10 +80,10 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
                     mc.store.write_json(MESSAGES, {"hashes": log + [message_hash(
                         {"role": "assistant", "content": answer.text})]})
                     outcome["answer"] = answer
-            except (ValueError, MegaContextError) as exc:
-                outcome["error"] = ApiError(400, str(exc))
+            except (ValueError, MegaContextError) as exc:  # streamed errors too: no server paths
+                outcome["error"] = ApiError(400, redact(str(exc), root))
             except Exception as exc:  # noqa: BLE001 — reported to the client, never a crash of the server
-                outcome["error"] = ApiError(500, f"internal error: {exc}", "internal_error")
+                outcome["error"] = ApiError(500, redact(f"internal error: {exc}", root), "internal_error")
             finally:
                 pieces.put(None)
 
