@@ -10,6 +10,7 @@ import httpx2 as httpx  # noqa: E402 — the HTTP client the openai package itse
 
 from megacontext.runtime import MegaContext  # noqa: E402
 from megacontext.sampling import SamplingConfig  # noqa: E402
+from megacontext.store import Store  # noqa: E402
 from test_serve import Server, client  # noqa: E402 — the same in-process server as the serving tests
 
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -111,6 +112,9 @@ def test_content_as_text_parts(tmp_path, tiny_base):
 
 REFUSED = [
     ({"temperature": "hot"}, "temperature"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"frequency_penalty": -1}, "frequency_penalty"),
+    ({"logit_bias": {"50": 10}}, "logit_bias"),
     ({"temperature": 2.5}, "temperature"),
     ({"temperature": True}, "temperature"),
     ({"top_p": 0}, "top_p"),
@@ -149,5 +153,28 @@ def test_unsupported_or_bad_fields_are_a_400_naming_the_field(tmp_path, tiny_bas
         assert httpx.get(srv.url + "/v1/conversations/refused").status_code == 404  # nothing was stored
         # the harmless forms are accepted
         r = ask(srv, "ok", max_tokens=2, n=1, response_format={"type": "text"}, logprobs=False, stop=[],
-                temperature=None, seed=None)
+                temperature=None, seed=None, presence_penalty=0, frequency_penalty=0.0)
         assert r.choices[0].finish_reason == "length" and len(r.choices) == 1
+
+
+def test_developer_role_is_system(tmp_path, tiny_base):
+    with Server(tmp_path / "stores", tiny_base) as srv:
+        ask(srv, "dev", messages=[{"role": "developer", "content": "Be brief."}, *HELLO], max_tokens=2)
+    with Store.open(tmp_path / "stores" / "dev") as s:
+        assert tiny_base.decode(s.read_tokens(0, s.num_tokens).tolist()).startswith("\n\nSystem: Be brief.")
+
+
+def test_a_20k_token_message_goes_into_memory_and_its_fact_stays(tmp_path, tiny_base):
+    """Issue 21 item 4: a pasted document longer than the budget is appended in pieces, not refused."""
+    document = ("Filler sentence about nothing in particular. " * 450)[:20_000] + " The vault code is 48213."
+    with Server(tmp_path / "stores", tiny_base) as srv:
+        messages = [{"role": "user", "content": document}]
+        r = ask(srv, "doc", messages=messages, max_tokens=3)
+        assert r.usage.prompt_tokens > 20_000 and r.megacontext["rows_used"] <= 128
+        messages += [{"role": "assistant", "content": r.choices[0].message.content},
+                     {"role": "user", "content": "What is the vault code?"}]
+        r2 = ask(srv, "doc", messages=messages, max_tokens=3)
+        assert r2.usage.prompt_tokens < 50  # only the new question was appended (43 tokens with its framing)
+    with Store.open(tmp_path / "stores" / "doc") as s:
+        history = tiny_base.decode(s.read_tokens(0, s.num_tokens).tolist())
+    assert history.count("The vault code is 48213.") == 1 and history.count("What is the vault code?") == 1

@@ -143,10 +143,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000, stores: str = "stores", mod
 
     api_key = api_key or os.environ.get("MEGACONTEXT_API_KEY") or None
     Access(api_key)  # a bad key is refused before the model loads
-    config = MegaConfig()
-    config = config.with_budget(budget)
-    config.validate()
-    app = create_app(stores, BaseModel.load(model), config, api_key=api_key, host=host, allow_hosts=allow_hosts)
+    config = MegaConfig().with_budget(budget)
+    config.validate()  # flags before the model loads, then the budget against the model's positions
+    base = BaseModel.load(model)
+    config.validate(base.info.max_positions)
+    app = create_app(stores, base, config, api_key=api_key, host=host, allow_hosts=allow_hosts)
     if api_key is None and host_name(host) not in LOOPBACK:
         print(f"warning: serving on {host} without an API key: anyone who can reach port {port} reads and writes "
               "every conversation (set --api-key or MEGACONTEXT_API_KEY)", file=sys.stderr)

@@ -84,9 +84,12 @@ def _messages(body: dict) -> list[dict]:
         raise ApiError(400, "`messages` must be a non-empty list")
     out = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise ApiError(400, "each message needs a `role` (system, user or assistant) and a string `content`")
-        out.append({"role": m["role"], "content": _content(m, i)})
+        role = m.get("role") if isinstance(m, dict) else None
+        role = "system" if role == "developer" else role  # the API's newer name for system instructions
+        if role not in ROLES:
+            raise ApiError(400, "each message needs a `role` (system, developer, user or assistant) and a "
+                                "string `content`")
+        out.append({"role": role, "content": _content(m, i)})
     return out
 
 
@@ -126,6 +129,11 @@ def _refuse_unsupported(body: dict) -> None:
             raise ApiError(400, f"`{name}`: tool and function calling is not supported by this server")
     if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
         raise ApiError(400, "`logprobs`: log probabilities are not supported by this server")
+    for name in ("presence_penalty", "frequency_penalty"):  # refused rather than silently ignored
+        if body.get(name) not in (None, 0, 0.0):
+            raise ApiError(400, f"`{name}`: penalties are not supported by this server (leave it 0)")
+    if body.get("logit_bias") not in (None, {}):
+        raise ApiError(400, "`logit_bias` is not supported by this server")
 
 
 def parse_request(body: Any, model_name: str) -> ChatRequest:
