@@ -22,6 +22,7 @@ import uvicorn
 
 from megacontext.base import BaseModel
 from megacontext.serve import CONVERSATION_HEADER, create_app
+from megacontext.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,9 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(tempfile.mkdtemp(prefix="mc-serve-"), BaseModel.load())
+    stores = Path(tempfile.mkdtemp(prefix="mc-serve-"))
+    base = BaseModel.load()
+    app = create_app(stores, base)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -57,11 +60,18 @@ def main() -> None:
         loaded = list(pool.map(lambda t: send(*t), turns))
     wall = time.perf_counter() - t0
     server.should_exit = True
+    app.state.conversations.close()
+    # every turn in its conversation's store exactly once
+    stored = {}
+    for cid in {c for c, _ in turns}:
+        with Store.open(stores / cid) as s:
+            stored[cid] = base.decode(s.read_tokens(0, s.num_tokens).tolist())
+    once = sum(stored[cid].count(f"User: {text}") == 1 for cid, text in turns)
     q = statistics.quantiles(loaded, n=20)
     result = {"single_request_s_median": statistics.median(single), "single_request_s": single,
               "load": {"requests": args.requests, "conversations": args.conversations,
                        "concurrency": args.concurrency, "p50_s": statistics.median(loaded), "p95_s": q[18],
-                       "wall_s": wall, "errors": 0}, "max_tokens": 16, "budget": 1024}
+                       "wall_s": wall, "errors": 0, "turns_stored_once": once}, "max_tokens": 16, "budget": 1024}
     (ROOT / "docs" / "bench_serve.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 

@@ -88,7 +88,7 @@ def store_rows(base: BaseModel, store: Store) -> tuple[TokenRows, GistRows]:
         ids = store.read_tokens(lo, hi)
         if len(ids) and ids.max() >= vocab:
             bad = lo + int(np.argmax(ids >= vocab))
-            where = store.path / ("L0.ctx" if bad < store.counts[0] * store.block_size else "meta.json")
+            where = store.path / ("L0.ctx" if bad < store.counts[0] else "meta.json")  # counts[0]: tokens in L0
             raise StoreError(f"{where}: token {bad} has id {int(ids[bad - lo])}, outside the model's vocabulary "
                              f"of {vocab:,} (a corrupt store file)")
         return base.embed(torch.from_numpy(ids)).float()
