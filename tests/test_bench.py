@@ -314,3 +314,18 @@ def test_full_context_runs_whenever_history_prompt_and_answer_fit_the_window():
     trial = replace(make_trial("multikey", 300, 0.5, 0, words, BOOK), prompt=" ".join(["w"] * 20))  # 20 tokens
     assert full.skip(list(range(8078)), trial, 12) == ""  # a multi-key "8k" trial: 8,110 positions
     assert "8222 positions" in full.skip(list(range(MODEL_WINDOW - 20)), trial, 30)
+
+
+def test_the_report_tier_refuses_to_run_without_the_test_books(monkeypatch):
+    """Its rows are only comparable on the held-out test books; the smoke tier may fall back to the novel."""
+    from megacontext import data
+    from megacontext.corpora import load_book
+    from megacontext.eval.bench import _haystack_book
+
+    def missing(split):
+        raise ValueError(f"no {split} books: run `make data`")
+
+    monkeypatch.setattr(data, "books", missing)
+    with pytest.raises(ValueError, match="report tier's haystacks are the held-out test books.*make data"):
+        _haystack_book(required=True)
+    assert _haystack_book() == load_book()

@@ -93,7 +93,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     if budget is not None and budget < 64:
         raise ValueError(f"--budget must be at least 64, got {budget}")
     base = BaseModel.load(model)
-    book = book or _haystack_book()
+    book = book or _haystack_book(required=tier == "report")
     count = lambda text: len(base.tokenize(text))  # noqa: E731
     runners = {m: make_method(m, base) for m in methods}
     out = Path(out_dir)
@@ -219,13 +219,16 @@ def _read(path: Path) -> list[dict]:
     return rows
 
 
-def _haystack_book() -> str:
-    """Held-out test books when fetched (`make data`), else the bundled novel."""
-    try:
-        from megacontext import data
+def _haystack_book(required: bool = False) -> str:
+    """Held-out test books when fetched (`make data`), else the bundled novel — except for the report tier,
+    whose rows are only comparable on the test books (the novel gives other trials under the same keys)."""
+    from megacontext import data
 
+    try:
         return "\n\n".join(data.books("test").values())
-    except ValueError:
+    except ValueError as exc:
+        if required:
+            raise ValueError(f"the report tier's haystacks are the held-out test books: {exc}") from None
         from megacontext.corpora import load_book
 
         return load_book()
