@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "data": {"corpora", "errors"},
     "tasks": {"corpora"},
     "models": _CORE,
+    "prompts": _CORE | {"models"},
     "nets": _CORE,
     "base": _CORE | {"models"},
     "sampling": _CORE,
@@ -40,14 +41,15 @@ ALLOWED: dict[str, set[str]] = {
     "focus": _MODEL - {"sampling"},
     "runtime": _SESSION - {"runtime", "substitution", "tasks", "corpora", "data"},
     "train": _SESSION,
-    "eval": _SESSION,
-    "demo": _SESSION,
-    "chat": _SESSION,
-    "serve": _SESSION | {"chat"},
-    "cli": _SESSION | {"train", "eval", "demo", "chat", "serve"},
+    "eval": _SESSION | {"prompts"},
+    "demo": _SESSION | {"prompts"},
+    "chat": _SESSION | {"prompts"},
+    "serve": _SESSION | {"chat", "prompts"},
+    "cli": _SESSION | {"train", "eval", "demo", "chat", "serve", "prompts"},
 }
 # Third-party libraries that only some layers may touch.
-TORCH_FREE = {"config", "errors", "tree", "working", "allocator", "store", "corpora", "data", "tasks", "models"}
+TORCH_FREE = {"config", "errors", "tree", "working", "allocator", "store", "corpora", "data", "tasks", "models",
+              "prompts"}
 ONLY_BASE = {"transformers"}
 
 
@@ -139,7 +141,7 @@ def test_pure_modules_do_not_load_torch():
     code = (
         "import sys\n"
         "import megacontext, megacontext.tree, megacontext.working, megacontext.allocator, "
-        "megacontext.config, megacontext.store, megacontext.tasks, megacontext.cli\n"
+        "megacontext.config, megacontext.store, megacontext.tasks, megacontext.prompts, megacontext.cli\n"
         "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -140,6 +140,14 @@ class BaseModel:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str | None:
+        """`messages` (`{"role", "content"}` dicts) written by the tokenizer's chat template, ending with
+        the assistant's header when `add_generation_prompt`; None when the tokenizer has no template."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            return None
+        return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids `[...]` → input embeddings `[..., d]` (no grad)."""
         with torch.no_grad():

@@ -10,22 +10,26 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
-TURN = "\n\nUser: {text}\nAssistant:"
-STOP = "\nUser:"
 HELP = "commands: /focus (focus map), /stats (store and timings), /quit (or Ctrl-D); Ctrl-C stops a reply"
 
 
 def run_chat(store: str, model: str | None = None, budget: int = 1024, max_new_tokens: int = 256,
-             stdin=None, out=None, gister: str | None = None) -> None:
+             stdin=None, out=None, gister: str | None = None, turn_format: str | None = None) -> None:
+    """`turn_format`: a `prompts.FORMATS` name; None takes the model's measured one."""
     from megacontext.config import MegaConfig
+    from megacontext.prompts import for_model
     from megacontext.runtime import MegaContext
 
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     config = replace(MegaConfig().with_budget(budget), gister=gister)
     config.validate()
+    fmt = for_model(model, turn_format)
     say = lambda *a, end="\n": (print(*a, end=end, file=out, flush=True))  # noqa: E731
     with MegaContext.open(store, config=config, create=True, model=model) as mc:
+        fmt.check(mc.base)
+        # A session's first turn is written as a fresh conversation: the store may hold documents, not turns.
+        replied = False
         say(f"MegaContext chat — {mc.store.num_tokens:,} tokens in memory at {store}; budget {budget} rows. {HELP}")
         last: dict = {}
         while True:
@@ -54,9 +58,10 @@ def run_chat(store: str, model: str | None = None, budget: int = 1024, max_new_t
                 continue
             say("bot> ", end="")
             try:
-                answer = mc.generate(TURN.format(text=text), max_new_tokens=max_new_tokens, budget=budget, stop=STOP,
+                prompt = fmt.turn(mc.base, [{"role": "user", "content": text}], after_reply=replied)
+                answer = mc.generate(prompt.text, max_new_tokens=max_new_tokens, budget=budget, stop=prompt.stop,
                                      on_token=lambda piece: say(piece, end=""))
-                last = answer.timings
+                last, replied = answer.timings, True
                 say("")
             except KeyboardInterrupt:
                 say(" [stopped; the conversation so far is kept]")

@@ -13,8 +13,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-QUESTION_TEMPLATE = "\n\nQuestion: {question}\nAnswer:"
-
 
 def _config(args: argparse.Namespace):
     from megacontext.config import MegaConfig
@@ -98,11 +96,14 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_ask(args: argparse.Namespace) -> None:
+    from megacontext.prompts import for_model
+
     if not args.question.strip():
         raise ValueError("the question is empty")
+    fmt = for_model(args.model, args.turn_format)
     with _open(args) as mc:
-        answer = mc.generate(QUESTION_TEMPLATE.format(question=args.question.strip()),
-                             max_new_tokens=args.max_new_tokens, budget=args.budget, stop="\n")
+        prompt = fmt.question(mc.base, args.question.strip())
+        answer = mc.generate(prompt.text, max_new_tokens=args.max_new_tokens, budget=args.budget, stop=prompt.stop)
         strip = mc.inspect()["focus"]["strip"]
     data = {"answer": answer.text, "budget": answer.budget, "rows_used": answer.rows_used,
             "focus": answer.focus, "plans": answer.plans, "timings": answer.timings}
@@ -247,14 +248,15 @@ def cmd_chat(args: argparse.Namespace) -> None:
     from megacontext.chat import run_chat
 
     _config(args)  # flags checked before the model loads
-    run_chat(args.store, model=args.model, budget=args.budget, max_new_tokens=args.max_new_tokens, gister=args.gister)
+    run_chat(args.store, model=args.model, budget=args.budget, max_new_tokens=args.max_new_tokens, gister=args.gister,
+             turn_format=args.turn_format)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from megacontext.serve import serve
 
     serve(args.host, args.port, args.stores, args.model, args.budget, api_key=args.api_key,
-          allow_hosts=args.allow_host)
+          allow_hosts=args.allow_host, turn_format=args.turn_format)
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -286,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--regist", action="store_true",
                        help="if the store's gists came from another gister, recompute them from L0")
 
+    from megacontext.prompts import FORMATS  # stdlib only: cheap
+
+    def add_turn_format(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--turn-format", choices=list(FORMATS), metavar="NAME",
+                       help=f"how turns are written: {' | '.join(FORMATS)} (default: the model's, measured in "
+                            "docs/models.md; plain for a model folder)")
+
     p = add("ingest", cmd_ingest, "Append text files to a store (created if missing).")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--block-size", type=int, metavar="K", help="block size for a new store (default 32)")
@@ -296,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", metavar="QUESTION")
     p.add_argument("--max-new-tokens", type=int, default=48, metavar="N", help="answer length cap (default 48)")
     add_focus(p)
+    add_turn_format(p)
 
     p = add("score", cmd_score, "NLL (nats/token) of FILE's text as a continuation of the stored history.")
     p.add_argument("file", metavar="FILE")
@@ -304,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("chat", cmd_chat, "Chat in the terminal; the store is the conversation's memory (created if missing).")
     p.add_argument("--budget", type=int, default=1024, metavar="N", help="working-context budget (default 1024)")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="reply length cap (default 256)")
+    add_turn_format(p)
 
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server; one store per conversation, plus a focus viewer.",
                        description="OpenAI-compatible HTTP server; one store per conversation, plus a focus viewer.")
@@ -318,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="also serve requests whose Host / Origin is NAME (a reverse proxy's name; repeatable; "
                         "'*' for any). Default: loopback names and --host; any name when --host is 0.0.0.0")
+    add_turn_format(p)
     p.set_defaults(func=cmd_serve)
 
     add("inspect", cmd_inspect, "Levels, node counts, disk use and the current working context.", model=False)

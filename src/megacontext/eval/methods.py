@@ -12,7 +12,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -63,8 +63,8 @@ def make_method(name: str, base: BaseModel, **kwargs) -> "Method":
 
 # --- the plain model on selected tokens -------------------------------------------------------
 @torch.no_grad()
-def greedy(base: BaseModel, ids: list[int], max_new_tokens: int, stop: str = "\n") -> str:
-    """Greedy continuation of `ids` (compact positions, KV cache), cut at `stop` after content."""
+def greedy(base: BaseModel, ids: list[int], max_new_tokens: int, stop: str | Sequence[str] = "\n") -> str:
+    """Greedy continuation of `ids` (compact positions, KV cache), cut at the first `stop` string after content."""
     cache = base.new_cache()
     logits = base.forward(base.embed(torch.tensor(ids))[None], torch.arange(len(ids))[None], cache, logits_to_keep=1)
 

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.errors import MegaContextError
+from megacontext.prompts import for_model, get as turn_format_named
 from megacontext.serve.conversations import CONVERSATION_HEADER, MESSAGES, Conversations, message_hash, new_text
 from megacontext.serve.protocol import ApiError, Completion, parse_request
 from megacontext.serve.security import (
@@ -27,8 +28,11 @@ from megacontext.working import focus_runs, focus_strip
 
 
 def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaConfig(), *,
-               api_key: str | None = None, host: str = "127.0.0.1", allow_hosts: Sequence[str] = ()) -> FastAPI:
+               api_key: str | None = None, host: str = "127.0.0.1", allow_hosts: Sequence[str] = (),
+               turn_format: str = "plain") -> FastAPI:
     """The app serving the conversations under `stores`.
+
+    `turn_format`: how turns are written into the stores (`prompts.FORMATS`; `serve` picks the model's).
 
     `api_key`: when set, every route wants `Authorization: Bearer KEY` (the viewer also `?key=KEY`).
     `host`: the address the server is bound to; with `allow_hosts` it decides which `Host` headers are
@@ -37,7 +41,9 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
     access = Access(api_key, allowed_hosts(host, allow_hosts))
     root = Path(stores)
     root.mkdir(parents=True, exist_ok=True)
-    convs = Conversations(root, base, config)
+    fmt = turn_format_named(turn_format)
+    fmt.check(base)
+    convs = Conversations(root, base, config, fmt)
     app = FastAPI(title="MegaContext", description=__doc__)
     app.add_middleware(Guard, access=access)
     app.state.conversations = convs
@@ -74,8 +80,8 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
             try:
                 with convs.lock(cid):
                     mc = convs.session(cid, create=True)
-                    prompt, log = new_text(mc, messages)
-                    answer = mc.generate(prompt, max_new_tokens=req.max_tokens, stop=["\nUser:", *req.stop],
+                    prompt, log = new_text(mc, messages, convs.turn_format)
+                    answer = mc.generate(prompt.text, max_new_tokens=req.max_tokens, stop=[*prompt.stop, *req.stop],
                                          on_token=pieces.put, sampling=req.sampling)
                     mc.store.write_json(MESSAGES, {"hashes": log + [message_hash(
                         {"role": "assistant", "content": answer.text})]})
@@ -137,17 +143,21 @@ def create_app(stores: str | Path, base: BaseModel, config: MegaConfig = MegaCon
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, stores: str = "stores", model: str | None = None,
-          budget: int = 1024, api_key: str | None = None, allow_hosts: Sequence[str] = ()) -> None:
-    """Run the server; `api_key` defaults to the `MEGACONTEXT_API_KEY` environment variable."""
+          budget: int = 1024, api_key: str | None = None, allow_hosts: Sequence[str] = (),
+          turn_format: str | None = None) -> None:
+    """Run the server; `api_key` defaults to the `MEGACONTEXT_API_KEY` environment variable; `turn_format`
+    to the model's measured one (`prompts.for_model`)."""
     import uvicorn
 
     api_key = api_key or os.environ.get("MEGACONTEXT_API_KEY") or None
     Access(api_key)  # a bad key is refused before the model loads
+    fmt = for_model(model, turn_format)
     config = MegaConfig().with_budget(budget)
     config.validate()  # flags before the model loads, then the budget against the model's positions
     base = BaseModel.load(model)
     config.validate(base.info.max_positions)
-    app = create_app(stores, base, config, api_key=api_key, host=host, allow_hosts=allow_hosts)
+    app = create_app(stores, base, config, api_key=api_key, host=host, allow_hosts=allow_hosts,
+                     turn_format=fmt.name)
     if api_key is None and host_name(host) not in LOOPBACK:
         print(f"warning: serving on {host} without an API key: anyone who can reach port {port} reads and writes "
               "every conversation (set --api-key or MEGACONTEXT_API_KEY)", file=sys.stderr)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
+from megacontext.prompts import FORMATS, Prompt, TurnFormat
 from megacontext.runtime import MegaContext
-from megacontext.serve.protocol import ROLES, ApiError
+from megacontext.serve.protocol import ApiError
 from megacontext.serve.security import conversation_path
 
 CONVERSATION_HEADER = "X-MegaContext-Conversation"
@@ -25,8 +26,10 @@ def message_hash(m: dict) -> str:
 class Conversations:
     """Open sessions, one per conversation, each behind its own lock."""
 
-    def __init__(self, root: Path, base: BaseModel, config: MegaConfig) -> None:
+    def __init__(self, root: Path, base: BaseModel, config: MegaConfig,
+                 turn_format: TurnFormat = FORMATS["plain"]) -> None:
         self.root, self.base, self.config = Path(root).resolve(), base, config
+        self.turn_format = turn_format
         self._sessions: dict[str, MegaContext] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -63,10 +66,13 @@ class Conversations:
             self._sessions.clear()
 
 
-def new_text(mc: MegaContext, messages: list[dict]) -> tuple[str, list[str]]:
-    """The prompt for the messages this store has not seen yet, and the updated message log."""
+def new_text(mc: MegaContext, messages: list[dict],
+             turn_format: TurnFormat = FORMATS["plain"]) -> tuple[Prompt, list[str]]:
+    """The prompt (text and stop strings) for the messages this store has not seen yet, and the updated
+    message log."""
     seen = (mc.store.read_json(MESSAGES) or {}).get("hashes", [])
     hashes = [message_hash(m) for m in messages]
     fresh = messages[len(seen):] if hashes[:len(seen)] == seen and len(hashes) > len(seen) else messages
-    text = "".join(f"\n\n{ROLES[m['role']]}: {m['content']}" for m in fresh) + "\n\nAssistant:"
-    return text, seen + [message_hash(m) for m in fresh]
+    # every logged exchange ends with the answer, so a store with a log ends with a reply
+    prompt = turn_format.turn(mc.base, fresh, after_reply=bool(seen))
+    return prompt, seen + [message_hash(m) for m in fresh]

@@ -24,12 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from megacontext.prompts import ROLES
 from megacontext.sampling import SamplingConfig
 
 if TYPE_CHECKING:
     from megacontext.runtime import Answer
 
-ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 MAX_STOPS = 4  # as the OpenAI API
 UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "parallel_tool_calls")
 
