@@ -277,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"a named model ({', '.join(names())}; default {DEFAULT}, see `megacontext models`) "
                             "or a local Hugging Face causal-LM folder")
 
+    def add_job(p: argparse.ArgumentParser, device: bool = True) -> None:
+        """The options of a long job (training, labelling, the benchmark): device, model, no progress bars."""
+        if device:
+            p.add_argument("--device", metavar="DEV", help="cpu (default) or cuda")
+        add_model(p)
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     def add(name: str, func, help_text: str, *, store: bool = True, model: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
@@ -372,9 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run folder: checkpoint, log.jsonl, exported net (default runs/gistnet)")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="stop after this long (checkpoint kept); the learning rate decays over the budget")
-    p.add_argument("--device", metavar="DEV", help="cpu (default) or cuda")
-    add_model(p)
-    p.add_argument("--quiet", action="store_true")
+    add_job(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("label", help="Counterfactual focus labels for LensNet (resumable); merge label folders.",
@@ -391,9 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--relevance-only", action="store_true",
                    help="task snapshots labelled only by which entries cover the needle (no LM pass; fast on a CPU)")
-    p.add_argument("--device", metavar="DEV", help="cpu (default) or cuda")
-    add_model(p)
-    p.add_argument("--quiet", action="store_true")
+    add_job(p)
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("eval", help="Measure a component on held-out books (gist: ΔNLL of gists vs raw tokens).",
@@ -420,8 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, metavar="N",
                    help="trials per cell instead of the tier's (report: 20, passkey 50); fewer for a quick look")
     p.add_argument("--out", default="docs/bench", metavar="DIR")
-    add_model(p)
-    p.add_argument("--quiet", action="store_true")
+    add_job(p, device=False)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("prepare-model", help="Fetch, verify and convert a named model once (done by `make`).",
