@@ -298,10 +298,10 @@ def test_cli_serve_flags(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(serve_pkg, "serve", lambda *a, **kw: calls.append((a, kw)))
     assert main(["serve", "--host", "0.0.0.0", "--api-key", KEY, "--allow-host", "a.example",
-                 "--allow-host", "b.example"]) == 0
-    assert calls[-1][1] == {"api_key": KEY, "allow_hosts": ["a.example", "b.example"]}
+                 "--allow-host", "b.example", "--turn-format", "plain"]) == 0
+    assert calls[-1][1] == {"api_key": KEY, "allow_hosts": ["a.example", "b.example"], "turn_format": "plain"}
     assert main(["serve"]) == 0
-    assert calls[-1][1] == {"api_key": None, "allow_hosts": []}
+    assert calls[-1][1] == {"api_key": None, "allow_hosts": [], "turn_format": None}
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     out = capsys.readouterr().out

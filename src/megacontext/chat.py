@@ -64,5 +64,5 @@ def run_chat(store: str, model: str | None = None, budget: int = 1024, max_new_t
                 last, replied = answer.timings, True
                 say("")
             except KeyboardInterrupt:
-                say(" [stopped; the conversation so far is kept]")
+                say(" [stopped; this turn was not kept, the conversation before it is]")
         say(f"bye — {mc.store.num_tokens:,} tokens remembered in {store}")
