@@ -466,3 +466,15 @@ def test_saved_focus_of_another_block_size_is_stale(asked, tiny_base, caplog):
         assert mc.working_context().block_size == 8
     found = warnings_about(caplog, str(asked / FOCUS_STATE))
     assert len(found) == 1 and "stale (a working context of" in found[0] and "at K = 16" in found[0]
+
+
+@pytest.mark.parametrize("log", [{"hashes": 5}, {"hashes": ["ok", 3]}, {"other": []}])
+def test_a_malformed_message_log_is_discarded_not_a_crash(tmp_path, tiny_base, log, caplog):
+    from megacontext.runtime import MegaContext
+    from megacontext.serve.conversations import MESSAGES, new_text
+
+    messages = [{"role": "user", "content": "hi"}]
+    with MegaContext.open(tmp_path / "s", tiny_base, create=True) as mc:
+        mc.store.write_json(MESSAGES, log)
+        prompt, hashes = new_text(mc, messages)
+    assert "User: hi" in prompt.text and len(hashes) == 1

@@ -14,6 +14,7 @@ from megacontext.prompts import FORMATS, Prompt, TurnFormat
 from megacontext.runtime import MegaContext
 from megacontext.serve.protocol import ApiError
 from megacontext.serve.security import conversation_path
+from megacontext.store import discard_side_file
 
 CONVERSATION_HEADER = "X-MegaContext-Conversation"
 MESSAGES = "messages.json"  # hashes of the messages already in a conversation's store
@@ -70,7 +71,9 @@ def new_text(mc: MegaContext, messages: list[dict],
              turn_format: TurnFormat = FORMATS["plain"]) -> tuple[Prompt, list[str]]:
     """The prompt (text and stop strings) for the messages this store has not seen yet, and the updated
     message log."""
-    seen = (mc.store.read_json(MESSAGES) or {}).get("hashes", [])
+    seen = (mc.store.read_json(MESSAGES, required=("hashes",)) or {}).get("hashes", [])
+    if not isinstance(seen, list) or not all(isinstance(h, str) for h in seen):
+        seen = discard_side_file(mc.store.path / MESSAGES, "`hashes` is not a list of strings") or []
     hashes = [message_hash(m) for m in messages]
     fresh = messages[len(seen):] if hashes[:len(seen)] == seen and len(hashes) > len(seen) else messages
     # every logged exchange ends with the answer, so a store with a log ends with a reply
