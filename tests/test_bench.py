@@ -27,11 +27,66 @@ def test_tasks_are_seeded_and_hold_their_needles(task):
         assert a.history != c.history
     assert abs(words(a.history) - 2000) < 120
     for start, end in a.needles:
-        assert a.answer in a.history[start:end] or task == "vartrack"
+        assert a.answer in a.history[start:end] or task.startswith("vartrack")
     if task == "doc_nll":
         assert a.continuation and not a.answer
     else:
         assert a.answer and is_correct(a, f" {a.answer}. Remember") and not is_correct(a, " 00000")
+
+
+QUESTION_FORMS = [t for t in TASKS if t.endswith("_q")]
+
+
+@pytest.mark.parametrize("task", QUESTION_FORMS)
+def test_question_forms_ask_the_completion_forms_trial_in_plain_words(task):
+    from megacontext.tasks import completion_form
+
+    form = completion_form(task)
+    assert form + "_q" == task and form in TASKS
+    for seed in (0, 1, 2):
+        q, c = make_trial(task, 2000, 0.4, seed, words, BOOK), make_trial(form, 2000, 0.4, seed, words, BOOK)
+        assert (q.history, q.answer, q.needles, q.length, q.depth) == (c.history, c.answer, c.needles, c.length, c.depth)
+        assert q.task == task and q.form == "question" and c.form == "completion"
+        assert q.prompt.startswith("\n\nQuestion: ") and q.prompt.endswith("\nAnswer:")
+        preamble = c.prompt.rsplit("? ", 1)[1]  # "The pass key is", "VAR Y =", …
+        assert preamble not in q.prompt and "The pass key is" not in q.prompt
+        assert "{" not in q.prompt and q.meta.get("target", "") in q.prompt
+    phrasings = {make_trial(task, 600, 0.4, seed, words, BOOK).meta["question"] for seed in range(40)}
+    assert len(phrasings) >= 3  # the seed picks among several
+
+
+def test_question_turn_is_the_one_ask_writes():
+    from megacontext.prompts import Plain
+    from megacontext.tasks import QUESTION_TURN
+
+    assert QUESTION_TURN.format(q="What is the pass key?") == Plain().question(None, "What is the pass key?").text
+
+
+def test_question_forms_are_judged_by_containment_after_normalising():
+    t = make_trial("passkey_q", 1000, 0.5, 3, words, BOOK)
+    key = t.answer
+    for text in (f" The pass key is {key}.", f" {key}", f"  **{key}**", f" the PASS KEY: {key}!"):
+        assert is_correct(t, text), text
+    for text in (f" {key[:-1]}", f" {key}0", " I do not know.", ""):
+        assert not is_correct(t, text), text
+    u = make_trial("uuid_kv_q", 1000, 0.5, 3, words, BOOK)
+    assert is_correct(u, f" The value for key {u.meta['target']} is {u.answer.upper()}.")
+    assert not is_correct(u, f" The value is {u.answer[:-1]}")
+    c = make_trial("passkey", 1000, 0.5, 3, words, BOOK)  # the completion form still wants the answer first
+    assert is_correct(c, f" {key}.") and not is_correct(c, f" The pass key is {key}.")
+
+
+def test_question_forms_run_only_when_named_on_the_completion_forms_seeds_and_depths():
+    from megacontext.eval.bench import TIERS, grid, max_new_tokens, tier_spec
+
+    for tier in TIERS.values():
+        assert tier.tasks == ("passkey", "passkey_book", "multikey", "uuid_kv", "vartrack", "doc_nll")
+    report = tier_spec("report")
+    for task in QUESTION_FORMS:
+        form = task[:-2]
+        assert [c[1:] for c in grid(report, [task], [4000], None)] == [c[1:] for c in grid(report, [form], [4000], None)]
+        assert max_new_tokens(task) >= max_new_tokens(form)
+    assert max_new_tokens("passkey") == 12 and max_new_tokens("uuid_kv") == 40
 
 
 def test_uuid_trials_keep_their_length_though_a_uuid_costs_many_tokens():

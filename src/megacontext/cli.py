@@ -416,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="All methods side by side on seeded long-context tasks (resumable).",
                        description="All methods side by side on seeded long-context tasks (resumable).")
     p.add_argument("--tier", default="smoke", choices=["smoke", "report"])
-    p.add_argument("--tasks", metavar="LIST", help="comma-separated tasks (default: all)")
+    p.add_argument("--tasks", metavar="LIST",
+                   help="comma-separated tasks (default: the tier's; the natural-question forms, passkey_q etc., "
+                        "only when named)")
     p.add_argument("--methods", metavar="LIST", help="comma-separated methods (default: all)")
     p.add_argument("--lengths", metavar="LIST", help="comma-separated history lengths in tokens")
     p.add_argument("--budget", type=int, metavar="W", help="rows per answer (default: the tier's)")

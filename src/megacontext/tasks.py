@@ -2,7 +2,12 @@
 
 Each `Trial` is plain text: a history (haystack + needle(s)), the prompt appended after it, and the
 expected answer; `needles` are the character spans a perfect focus would keep raw. Plain prompting,
-no chat template (DESIGN §8). Lengths are in tokens of the base model's tokenizer, approximately
+no chat template (DESIGN §8).
+
+Every retrieval task has two forms on the same history and answer: the completion form (`passkey`:
+the prompt ends "… The pass key is" and the answer must start the continuation) and the natural-question
+form (`passkey_q`: the question asked as a person would, in the plain `Question:/Answer:` turn that
+`megacontext ask` writes, several phrasings chosen by seed, judged by containment after normalising). Lengths are in tokens of the base model's tokenizer, approximately
 (the haystack is cut by a measured characters-per-token ratio, then trimmed on a token count).
 """
 
@@ -11,7 +16,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ")
 # The classic passkey preamble: without it the default model answers "the pass key is the pass key"
@@ -41,6 +46,7 @@ class Trial:
     needles: tuple[tuple[int, int], ...] = ()  # character spans of the history a perfect focus keeps raw
     continuation: str = ""  # for NLL tasks: the text to score after the history
     meta: dict = field(default_factory=dict)
+    form: str = "completion"  # "completion": the answer starts the continuation; "question": it is contained
 
     @property
     def key(self) -> str:
@@ -124,7 +130,7 @@ def multikey(length: int, depth: float, seed: int, count: Counter, hay: Callable
     history, needles = _with_intro(MULTIKEY_INTRO, history, spans[:1])
     return Trial("multikey", length, depth, seed, history,
                  f"\n\nWhat is the pass key for the {colors[0]} door? The pass key for the {colors[0]} door is",
-                 keys[0], needles, meta={"distractors": keys[1:]})
+                 keys[0], needles, meta={"distractors": keys[1:], "target": colors[0]})
 
 
 def uuid_kv(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int], str] = filler_source) -> Trial:
@@ -142,7 +148,7 @@ def uuid_kv(length: int, depth: float, seed: int, count: Counter, hay: Callable[
     k, v = pairs[0]
     history, needles = _with_intro(UUID_INTRO, history, spans[:1])
     return Trial("uuid_kv", length, depth, seed, history, f"\n\nWhat is the value for key {k}? The value for key {k} is",
-                 v, needles)
+                 v, needles, meta={"target": k})
 
 
 def vartrack(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int], str] = filler_source) -> Trial:
@@ -160,7 +166,7 @@ def vartrack(length: int, depth: float, seed: int, count: Counter, hay: Callable
         spans = _shift(spans, span[0], len(sentence) + 1) + [span]
     history, needles = _with_intro(VAR_INTRO, history, spans[:2])
     return Trial("vartrack", length, depth, seed, history, f"\n\nWhat is the value of VAR {names[1]}? VAR {names[1]} =",
-                 value, needles)
+                 value, needles, meta={"target": names[1]})
 
 
 def doc_nll(length: int, depth: float, seed: int, count: Counter, book: str = "") -> Trial:
@@ -176,7 +182,9 @@ def doc_nll(length: int, depth: float, seed: int, count: Counter, book: str = ""
 
 
 def make_trial(task: str, length: int, depth: float, seed: int, count: Counter, book: str) -> Trial:
-    """One trial of `task` (passkey | passkey_book | multikey | uuid_kv | vartrack | doc_nll)."""
+    """One trial of `task` (any of `TASKS`); a `_q` task is its completion form's trial asked as a question."""
+    if task in QUESTIONS:
+        return as_question(make_trial(completion_form(task), length, depth, seed, count, book))
     hay_book = book_source(book)
     if task == "passkey":
         return passkey(length, depth, seed, count)
@@ -193,9 +201,54 @@ def make_trial(task: str, length: int, depth: float, seed: int, count: Counter, 
     raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
 
 
-TASKS = ("passkey", "passkey_book", "multikey", "uuid_kv", "vartrack", "doc_nll")
+# --- natural-question forms ---------------------------------------------------------------------
+# `prompts.Plain.question`'s turn (the one `ask` writes); this layer may not import `prompts`, so a test
+# holds the two equal.
+QUESTION_TURN = "\n\nQuestion: {q}\nAnswer:"
+# Phrasings per task; `{target}` is the trial's `meta["target"]` (a door's colour, a key, a variable).
+QUESTIONS: dict[str, tuple[str, ...]] = {
+    "passkey_q": ("What is the pass key?", "Which number is the pass key?", "Tell me the pass key I gave you.",
+                  "What was the pass key hidden in the text?", "Do you remember the pass key? What is it?"),
+    "multikey_q": ("Which code did I give you for the {target} door?", "What is the pass key for the {target} door?",
+                   "Tell me the pass key of the {target} door.", "Which number opens the {target} door?",
+                   "What was the code for the {target} door?"),
+    "uuid_kv_q": ("What is the value for key {target}?", "Which value did I give you for key {target}?",
+                  "Tell me the value stored under key {target}.", "What value goes with the key {target}?"),
+    "vartrack_q": ("What is the value of VAR {target}?", "Which number does VAR {target} hold?",
+                   "Tell me the number that VAR {target} is set to, following the assignments.",
+                   "If you follow the assignments, what is VAR {target}?"),
+}
+QUESTIONS["passkey_book_q"] = QUESTIONS["passkey_q"]
+
+
+def completion_form(task: str) -> str:
+    """The completion form a task shares its history with (`passkey_q` → `passkey`; others: itself)."""
+    return task[:-2] if task in QUESTIONS else task
+
+
+def as_question(trial: Trial) -> Trial:
+    """`trial` (a completion form) asked as a question: same history, needles and answer; the phrasing is
+    drawn by the trial's seed, apart from the generator's own draws so the history does not change."""
+    task = trial.task + "_q"
+    phrasing = random.Random(f"{task}-{trial.seed}").choice(QUESTIONS[task])
+    question = phrasing.format(target=trial.meta.get("target", ""))
+    return replace(trial, task=task, prompt=QUESTION_TURN.format(q=question), form="question",
+                   meta={**trial.meta, "question": phrasing})
+
+
+TASKS = ("passkey", "passkey_q", "passkey_book", "passkey_book_q", "multikey", "multikey_q", "uuid_kv", "uuid_kv_q",
+         "vartrack", "vartrack_q", "doc_nll")
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation as spaces, single spaces: how a question form's answer is compared."""
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
 
 def is_correct(trial: Trial, text: str) -> bool:
-    """The continuation starts with the answer (after spaces and quotes)."""
+    """Completion form: the continuation starts with the answer (after spaces and quotes). Question form:
+    the answer appears in it as whole words after `normalise` ("The pass key is 12345." holds 12345;
+    "123456" does not)."""
+    if trial.form == "question":
+        return f" {normalise(trial.answer)} " in f" {normalise(text)} "
     return text.strip().strip("\"'`*").startswith(trial.answer)

@@ -17,11 +17,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from megacontext.eval.methods import METHODS, Outcome, make_method
-from megacontext.tasks import TASKS, is_correct, make_trial
+from megacontext.tasks import TASKS, completion_form, is_correct, make_trial
 
 # Every method once: `mc_lensnet` names the policy that `megacontext` already uses for the default model.
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "mc_lensnet")
-MAX_NEW_TOKENS = {"uuid_kv": 40}  # a UUID is ~25 tokens; every other answer is a short number
+# A UUID is ~25 tokens; every other answer is a short number. A question form's answer may be a sentence
+# ("The value for key … is …"); decoding stops at its end of line.
+MAX_NEW_TOKENS = {"uuid_kv": 40, "uuid_kv_q": 80}
+QUESTION_NEW_TOKENS = 24
 
 
 @dataclass(frozen=True)
@@ -34,15 +37,23 @@ class Tier:
     passkey_budgets: tuple[int, ...]
 
 
+# The tiers' tasks are pinned (the committed report's cells); the natural-question forms (`passkey_q`, …)
+# run when named with --tasks.
+TIER_TASKS = ("passkey", "passkey_book", "multikey", "uuid_kv", "vartrack", "doc_nll")
 TIERS = {
-    "smoke": Tier(TASKS, (600,), (256,), 1, 1, (256,)),
-    "report": Tier(TASKS, (1000, 4000, 8000, 32000, 128000), (1024,), 20, 50, (256, 1024)),
+    "smoke": Tier(TIER_TASKS, (600,), (256,), 1, 1, (256,)),
+    "report": Tier(TIER_TASKS, (1000, 4000, 8000, 32000, 128000), (1024,), 20, 50, (256, 1024)),
 }
 
 
+def max_new_tokens(task: str) -> int:
+    return MAX_NEW_TOKENS.get(task, QUESTION_NEW_TOKENS if completion_form(task) != task else 12)
+
+
 def trial_depth(task: str, length: int, seed: int) -> float:
-    """The needle depth of a tier's trial: seeded by (task, length, seed), uniform in 5–95%."""
-    return 0.05 + 0.9 * random.Random(f"{task}-{length}-{seed}").random()
+    """The needle depth of a tier's trial: seeded by (task, length, seed), uniform in 5–95%; a question form
+    takes its completion form's depth (the same trial, asked otherwise)."""
+    return 0.05 + 0.9 * random.Random(f"{completion_form(task)}-{length}-{seed}").random()
 
 
 def tier_spec(tier: str, trials: int | None = None) -> Tier:
@@ -62,8 +73,9 @@ def tier_spec(tier: str, trials: int | None = None) -> Tier:
 def grid(tier: Tier, tasks, lengths, budget: int | None):
     """(task, length, budget, seed, depth) for every trial, in a fixed order."""
     for task in tasks:
-        budgets = (budget,) if budget else (tier.passkey_budgets if task == "passkey" else tier.budgets)
-        n = tier.passkey_trials if task == "passkey" else tier.trials
+        passkey = completion_form(task) == "passkey"
+        budgets = (budget,) if budget else (tier.passkey_budgets if passkey else tier.budgets)
+        n = tier.passkey_trials if passkey else tier.trials
         for length in lengths:
             for seed in range(n):  # budgets innermost: per-trial work (ingest, surprisal) is shared by them
                 depth = trial_depth(task, length, seed)
@@ -117,7 +129,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
             same_trial(history_tokens, trial.key, tokens, results)
             for m in missing:
                 t0 = time.perf_counter()
-                outcome: Outcome = runners[m].run(trial, b, MAX_NEW_TOKENS.get(task, 12))
+                outcome: Outcome = runners[m].run(trial, b, max_new_tokens(task))
                 row = {"key": trial.key, "task": task, "length": length, "tokens": tokens, "budget": b,
                        "depth": depth, "seed": seed, "method": m, **asdict(outcome), "wall_s": time.perf_counter() - t0,
                        "correct": (is_correct(trial, outcome.text) if trial.answer and not outcome.skipped else None),
