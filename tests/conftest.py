@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random Llama models with a byte-level tokenizer, built in the test."""
+"""Shared fixtures: tiny random Llama and Qwen2 models with a byte-level tokenizer, built in the test."""
 
 from __future__ import annotations
 
@@ -34,6 +34,48 @@ def build_tiny_model_dir(path: Path, seed: int = 0, vocab_extra: int = 0) -> Pat
     model.save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+def build_tiny_qwen_dir(path: Path, seed: int = 0) -> Path:
+    """Save a 2-layer random Qwen2 (untied, vocab padded past the tokenizer's) and a byte-level tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers import models as tok_models
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["<|im_end|>"] = len(vocab)
+    tok = Tokenizer(tok_models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>")
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(vocab) + 243, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1e6,
+        eos_token_id=vocab["<|im_end|>"], tie_word_embeddings=False, use_sliding_window=False,
+    )
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():  # random init leaves the q/k/v biases at zero; make them count
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0, 0.5)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory) -> Path:
+    return build_tiny_qwen_dir(tmp_path_factory.mktemp("qwen") / "tiny-qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_base(tiny_qwen_dir):
+    from megacontext.base import BaseModel
+
+    return BaseModel.load(tiny_qwen_dir)
 
 
 @pytest.fixture(scope="session")

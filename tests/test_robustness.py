@@ -3,7 +3,6 @@ rebuilt, corrupt store files are a `StoreError` naming the file, OS errors and o
 line from the CLI, and read-only commands write nothing (issue 21, item 7)."""
 
 import errno
-import hashlib
 import json
 import logging
 import math
@@ -23,6 +22,8 @@ from megacontext.runtime import MegaContext
 from megacontext.store import HEADER, Store
 from megacontext.views import FOCUS_STATE, TRACE, inspect_store, read_focus_state, read_trace
 from megacontext.working import cold_start, to_json
+from test_cli import run, snapshot  # noqa: E402 — the CLI tests' helpers
+from test_serve import Server  # noqa: E402 — the serving tests' in-process server
 
 TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune. " * 6
 
@@ -48,14 +49,6 @@ def warnings_about(caplog, name):
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and name in r.getMessage()]
 
 
-def snapshot(path):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir()) if p.is_file()}
-
-
-def run(args, capsys):
-    code = main(args)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def one_line_error(args, capsys, message):
@@ -175,38 +168,11 @@ def _identity():
     return StoreIdentity("tiny", "tiny:0", 4, "mean-test")
 
 
-class _Server:
-    """The app under uvicorn on a free loopback port (stdlib HTTP client: no test dependency)."""
+class _Server(Server):
+    """The serving tests' server with a stdlib HTTP client (no test dependency); the resent history fits."""
 
     def __init__(self, stores, base):
-        import socket
-        import threading
-
-        import uvicorn
-
-        from megacontext.serve import create_app
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.app = create_app(stores, base, config(budget=512))  # the resent history fits
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        import time
-
-        self.thread.start()
-        for _ in range(500):
-            if self.server.started:
-                break
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.app.state.conversations.close()
+        super().__init__(stores, base, budget=512)
 
     def request(self, method, route, body=None, conversation="c1"):
         import urllib.error

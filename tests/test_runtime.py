@@ -20,8 +20,13 @@ def config(budget=4096, positions="compact", block_size=8, protected=16):
                    working=replace(cfg.working, budget=budget, positions=positions, protected_tokens=protected))
 
 
+FAMILIES = ["tiny_base", "tiny_qwen_base"]  # Llama (tied) and Qwen2 (untied, biases, 32k positions)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("scheme", ["compact", "absolute"])
-def test_identity_law_all_raw_equals_base_model(tmp_path, tiny_base, scheme):
+def test_identity_law_all_raw_equals_base_model(tmp_path, request, family, scheme):
+    tiny_base = request.getfixturevalue(family)
     with MegaContext.open(tmp_path / "s", tiny_base, config(positions=scheme), create=True) as mc:
         mc.append(TEXT)
         wc = mc.working_context()
@@ -33,8 +38,10 @@ def test_identity_law_all_raw_equals_base_model(tmp_path, tiny_base, scheme):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("scheme", ["compact", "absolute"])
-def test_kv_reuse_equals_full_recompute(tmp_path, tiny_base, scheme):
+def test_kv_reuse_equals_full_recompute(tmp_path, request, family, scheme):
+    tiny_base = request.getfixturevalue(family)
     with MegaContext.open(tmp_path / "s", tiny_base, config(budget=120, positions=scheme), create=True) as mc:
         mc.append(TEXT)
         wc = mc.working_context()

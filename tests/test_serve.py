@@ -23,12 +23,12 @@ from megacontext.store import Store  # noqa: E402
 class Server:
     """uvicorn on 127.0.0.1 in a thread, for one test."""
 
-    def __init__(self, stores, base, **app_kw) -> None:
+    def __init__(self, stores, base, budget: int = 128, **app_kw) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         cfg = MegaConfig()
-        self.app = create_app(stores, base, replace(cfg, working=replace(cfg.working, budget=128)), **app_kw)
+        self.app = create_app(stores, base, replace(cfg, working=replace(cfg.working, budget=budget)), **app_kw)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
