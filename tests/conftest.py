@@ -10,19 +10,25 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def build_tiny_model_dir(path: Path, seed: int = 0, vocab_extra: int = 0) -> Path:
-    """Save a 2-layer random Llama and a byte-level tokenizer (one token per byte) to `path`."""
-    import torch
+def byte_tokenizer(eos: str):
+    """A byte-level tokenizer (one token per byte) with `eos` as its last id: (tokenizer, vocab)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
-    vocab["<eos>"] = len(vocab)
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab[eos] = len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos), vocab
+
+
+def build_tiny_model_dir(path: Path, seed: int = 0, vocab_extra: int = 0) -> Path:
+    """Save a 2-layer random Llama and a byte-level tokenizer (one token per byte) to `path`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    fast, vocab = byte_tokenizer("<eos>")
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(vocab) + vocab_extra, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -39,16 +45,9 @@ def build_tiny_model_dir(path: Path, seed: int = 0, vocab_extra: int = 0) -> Pat
 def build_tiny_qwen_dir(path: Path, seed: int = 0) -> Path:
     """Save a 2-layer random Qwen2 (untied, vocab padded past the tokenizer's) and a byte-level tokenizer."""
     import torch
-    from tokenizers import Tokenizer, decoders, pre_tokenizers
-    from tokenizers import models as tok_models
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab["<|im_end|>"] = len(vocab)
-    tok = Tokenizer(tok_models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>")
+    fast, vocab = byte_tokenizer("<|im_end|>")
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(vocab) + 243, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

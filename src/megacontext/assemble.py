@@ -18,7 +18,7 @@ from megacontext.base import BaseModel
 from megacontext.errors import StoreError
 from megacontext.store import Store
 from megacontext.tree import span
-from megacontext.working import PositionScheme, WorkingContext, positions
+from megacontext.working import PositionScheme, WorkingContext
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ GistRows = Callable[[int, int, int], torch.Tensor | None]  # (level, first, end)
 
 def pieces(wc: WorkingContext, tokens: TokenRows, gists: GistRows, start_row: int = 0) -> list[Piece]:
     """The working context's rows from `start_row` on, one piece per run of consecutive entries of one
-    level (read in one call each), then the raw tail."""
+    level (read in one call each), then the raw tail. Only the runs from `start_row` on are visited for
+    their positions (decoding asks for the last row at every token)."""
     k = wc.block_size
-    true_pos = positions(wc, "absolute")
     offsets = wc.row_offsets()
     out: list[Piece] = []
     entries, i = wc.entries, 0
@@ -63,18 +63,20 @@ def pieces(wc: WorkingContext, tokens: TokenRows, gists: GistRows, start_row: in
         first_row, end_row = offsets[i], offsets[j] + wc.entry_cost(entries[j])
         if end_row > start_row:
             if e.level == 0:
-                rows = tokens(span(e, k)[0], span(entries[j], k)[1])
-            else:
+                lo, hi = span(e, k)[0], span(entries[j], k)[1]
+                rows, pos = tokens(lo, hi), range(lo, hi)
+            else:  # a gist sits at its span's centre
                 rows = gists(e.level, e.index, entries[j].index + 1)
+                pos = [(a + b - 1) // 2 for a, b in (span(n, k) for n in entries[i:j + 1])]
             if rows is not None:
                 skip = max(0, start_row - first_row)
-                out.append(Piece(rows[skip:], true_pos[first_row + skip:end_row]))
+                out.append(Piece(rows[skip:], pos[skip:]))
         i = j + 1
     if wc.tail:
         tail_row = wc.cost - wc.tail
         skip = max(0, start_row - tail_row)
         rows = tokens(wc.num_tokens - wc.tail, wc.num_tokens)
-        out.append(Piece(rows[skip:], true_pos[tail_row + skip:]))
+        out.append(Piece(rows[skip:], range(wc.num_tokens - wc.tail + skip, wc.num_tokens)))
     return out
 
 
