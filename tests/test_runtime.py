@@ -164,7 +164,7 @@ def test_position_gaps_do_not_split_attention(tiny_base):
     assert (last_a - last_b).abs().max() > 1e-3
 
 
-def test_pinned_prefix_is_read_raw_and_default_focus_falls_back_to_recency(tmp_path, tiny_base):
+def test_pinned_prefix_is_read_raw_and_default_focus_runs_lexical_without_lensnet(tmp_path, tiny_base):
     from megacontext.focus import PinnedPrefix
 
     cfg = config(budget=120, protected=16)
@@ -173,7 +173,8 @@ def test_pinned_prefix_is_read_raw_and_default_focus_falls_back_to_recency(tmp_p
     firsts = {}
     for name, c in (("pinned", pinned), ("plain", plain)):
         with MegaContext.open(tmp_path / name, tiny_base, c, create=True) as mc:
-            assert mc.policy.name == "recency"  # no LensNet ships for the tiny model
+            inner = mc.policy.inner if isinstance(mc.policy, PinnedPrefix) else mc.policy
+            assert inner.name == "lexical" and inner.lens is None  # no LensNet ships for the tiny model
             assert isinstance(mc.policy, PinnedPrefix) == (name == "pinned")
             mc.append(TEXT * 2)
             answer = mc.generate(" a good", max_new_tokens=2, budget=120)
@@ -181,6 +182,26 @@ def test_pinned_prefix_is_read_raw_and_default_focus_falls_back_to_recency(tmp_p
             firsts[name] = mc.current.entries[0]
     assert firsts["pinned"].level == 0 and firsts["pinned"].index == 0  # the first block came back raw
     assert firsts["plain"].level > 0  # recency alone leaves the oldest text gisted
+
+
+def test_lexical_focus_without_lensnet_opens_the_block_the_question_names(tmp_path, tiny_base):
+    """No LensNet for the model: the question's words alone single out the needle's block, which comes back
+    raw from deep in a gisted history; recency alone leaves it a gist."""
+    filler = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+    needle = "The zebra quartz vault opens with 4242. "
+    history = filler * 30 + needle + filler * 30
+    cfg = replace(config(budget=160, protected=16), focus="lexical")
+    held = {}
+    for focus in ("lexical", "recency"):
+        with MegaContext.open(tmp_path / focus, tiny_base, replace(cfg, focus=focus), create=True) as mc:
+            mc.append(history)
+            start = len(tiny_base.tokenize(history[:history.index(needle)]))
+            end = len(tiny_base.tokenize(history[:history.index(needle) + len(needle)]))
+            answer = mc.generate("\n\nQuestion: what opens the zebra quartz vault?\nAnswer:", max_new_tokens=1)
+            raw = [(r["start"], r["end"]) for r in answer.focus if r["level"] == 0]
+            held[focus] = sum(max(0, min(end, b) - max(start, a)) for a, b in raw) / (end - start)
+            assert answer.rows_used <= 160
+    assert held["lexical"] >= 0.75 and held["recency"] == 0.0  # the needle spans 5 blocks of 8 tokens
 
 
 @pytest.mark.parametrize("moves", [4, 32])

@@ -63,10 +63,9 @@ def make_policy(name: str, *, base=None, config: FocusConfig = FocusConfig(),
 
 
 def default_focus(model_name: str) -> str:
-    """`lexical` when a trained LensNet ships for this base model (the rule stack reads it), else `recency`."""
-    from megacontext.nets.lensnet import packaged_checkpoint
-
-    return "lexical" if packaged_checkpoint(model_name) is not None else "recency"
+    """`lexical` for every base model: it reads the trained LensNet shipped for the model, and runs its
+    lexical match alone where none is trained yet."""
+    return "lexical"
 
 
 class PinnedPrefix:

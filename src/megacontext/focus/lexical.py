@@ -17,6 +17,9 @@ from megacontext.focus.bonus import block_bonus, entry_bonus, lexical_scan, scan
 from megacontext.focus.lensnet import LensNetScorer, features
 
 
+LEXICAL_QUERY_TOKENS = 64  # the question's newest tokens read without a LensNet (LensNet's own window)
+
+
 class LexicalFocus:
     """Scores for a question: LensNet's predicted gain/loss per entry, lifted by its relevance and by the
     lookahead bonus of the best L1 block the entry covers.
@@ -27,13 +30,19 @@ class LexicalFocus:
     descends straight to the needle, one level per refocus round, and stops once what stands out is raw.
 
     Continuing the text (no question) uses the recency prior: there LensNet's predictions opened old
-    blocks and collapsed the recent text that the next tokens depend on most."""
+    blocks and collapsed the recent text that the next tokens depend on most.
+
+    Without a LensNet for the base model (none trained yet, or `lens=False`) the lexical match works alone:
+    the scan's relevance term is zero and, when nothing is singled out, the recency prior scores."""
 
     name = "lexical"
 
     def __init__(self, base=None, checkpoint: str | None = None, config: FocusConfig = FocusConfig(),
-                 lookahead: bool = True) -> None:
-        self.lens = LensNetScorer(base, checkpoint)
+                 lookahead: bool = True, lens: bool = True) -> None:
+        from megacontext.nets.lensnet import packaged_checkpoint
+
+        has_net = checkpoint is not None or (base is not None and packaged_checkpoint(base.info.name) is not None)
+        self.lens = LensNetScorer(base, checkpoint) if lens and has_net else None
         self.config = config
         self.lookahead = lookahead
         self._scan_key: tuple | None = None
@@ -44,7 +53,7 @@ class LexicalFocus:
         if not inp.question or not inp.wc.entries:  # continuing the text: recency beats LensNet (class doc);
             return RecencyFocus(self.config).score(inp)  # a history shorter than a block has no entries
         cfg = self.config
-        window = self.lens.query_tokens
+        window = self.lens.query_tokens if self.lens else LEXICAL_QUERY_TOKENS
         entry_features = None if inp.query_ids else features(inp.store, inp.wc, window)
         query = list(inp.query_ids)[-window:] if inp.query_ids else entry_features[3]
         look = self._covered(inp, query).tolist() if self.lookahead else [0.0] * len(inp.wc.entries)
@@ -59,6 +68,8 @@ class LexicalFocus:
             # themselves, they outrank the pinned prefix.
             return [EntryScore(s.gain + b + cfg.target_bonus * hit, s.loss + b + cfg.target_bonus * hit)
                     for s, b, hit in zip(RecencyFocus(cfg).score(inp), look, singled_out)]
+        if self.lens is None:
+            return RecencyFocus(cfg).score(inp)
         # Only LensNet's own scores need every entry's features (gists read from the store).
         predicted = self.lens.entry_scores(entry_features or features(inp.store, inp.wc, window), query)
         # Relevance lifts both scores: relevant gists open first and relevant entries collapse last.
@@ -85,7 +96,7 @@ class LexicalFocus:
         n = store.counts[1] if len(store.counts) > 1 else 0  # complete L1 gists
         key = (id(store), store.path, n, tuple(query), tuple(question))
         if key != self._scan_key:
-            lens = self.lens.scan_l1(store, query, n, self.config.scan_chunk)
+            lens = self.lens.scan_l1(store, query, n, self.config.scan_chunk) if self.lens else np.zeros(n)
             before = min(n, max(0, store.num_tokens - len(question)) // block_size)
             lex = np.zeros(n)
             lex[:before] = lexical_scan(store, question, before, block_size)
