@@ -38,6 +38,10 @@ class Outcome:
     ingest_s: float = 0.0  # preparation: ingest, retrieval index, surprisal scoring
     answer_s: float = 0.0  # answering (or scoring) itself
     focus_recall: float | None = None  # share of needle tokens raw when answering (MegaContext only)
+    # Token ranges [start, end) of `base.tokenize(trial.history)` the model saw raw when answering (or scoring),
+    # merged and sorted: a baseline's kept tokens, MegaContext's level-0 focus runs (empty where not recorded).
+    raw_spans: tuple[tuple[int, int], ...] = ()
+    needle_recall: float | None = None  # share of the needles' tokens inside `raw_spans` (None without needles)
     rounds: int | None = None  # refocus rounds that moved something while answering (MegaContext only)
     swap_rate: float | None = None  # moves per such round (MegaContext only)
     skipped: str = ""  # why the method did not run this trial
