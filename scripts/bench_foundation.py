@@ -46,11 +46,12 @@ def peak_rss_mib(cmd: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="smollm2-135m", help="registry name or model folder (the committed numbers: smollm2-135m)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench_foundation.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    base = BaseModel.load()
+    base = BaseModel.load(args.model)
     book = load_book()
     book_ids = base.tokenize(book)
     work = Path(tempfile.mkdtemp(prefix="mc-bench-"))
@@ -126,7 +127,7 @@ def main() -> None:
 
     # 4. Peak RSS of the `ask` command (a fresh process each) vs a process that only loads the model.
     mc_bin = str(Path(sys.executable).parent / "megacontext")
-    load_only = [sys.executable, "-c", "from megacontext.base import BaseModel; BaseModel.load()"]
+    load_only = [sys.executable, "-c", f"from megacontext.base import BaseModel; BaseModel.load({args.model!r})"]
     results["rss_mib"] = {"model_load_only": peak_rss_mib(load_only)}
     for name, path in stores.items():
         results["rss_mib"][name] = peak_rss_mib([mc_bin, "ask", "--store", str(path), "--budget", "1024",

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="smollm2-135m", help="registry name or model folder (the committed numbers: smollm2-135m)")
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--conversations", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=10)
@@ -37,7 +38,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     stores = Path(tempfile.mkdtemp(prefix="mc-serve-"))
-    base = BaseModel.load()
+    base = BaseModel.load(args.model)
     app = create_app(stores, base)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     threading.Thread(target=server.run, daemon=True).start()

@@ -41,11 +41,12 @@ def conversation(base: BaseModel, history: str, turns: int, reuse: bool) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m", help="registry name or model folder (the committed numbers: smollm2-135m)")
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--history", type=int, default=600, help="history tokens before the first turn")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    base = BaseModel.load()
+    base = BaseModel.load(args.model)
     history = base.decode(base.tokenize(load_book()[20_000:40_000])[: args.history])
     runs: dict[str, list[dict]] = {"full_prefill": [], "kv_reuse": []}
     for _ in range(args.repeats):

@@ -94,16 +94,20 @@ def tiny_base(tiny_model_dir):
     return BaseModel.load(tiny_model_dir)
 
 
-def real_model_available() -> bool:
-    from megacontext.base import default_model_dir
+REAL_MODEL = "smollm2-135m"  # the small fast real model of most real-model tests
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"  # the default model, end to end in one marked test
 
-    return (default_model_dir() / "config.json").exists()
+
+def real_model_available(key: str = REAL_MODEL) -> bool:
+    from megacontext import models
+
+    return (models.model_dir(models.get(key)) / "config.json").exists()
 
 
 @pytest.fixture(scope="session")
 def real_base():
     if not real_model_available():
-        pytest.skip("default model not prepared (run `make model`)")
+        pytest.skip(f"{REAL_MODEL} not prepared (run `make model-small`)")
     from megacontext.base import BaseModel
 
-    return BaseModel.load()
+    return BaseModel.load(REAL_MODEL)

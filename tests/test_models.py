@@ -180,7 +180,8 @@ def test_the_real_registry_pins_every_part():
         assert len(spec.name.encode()) <= 31 and len(spec.sha256) == 64
         assert all(len(p.sha256) == 64 and p.member.endswith(f"/data/part{i:02d}.bin")
                    for i, p in enumerate(spec.parts, 1))
-    assert models.get(None).name == "SmolLM2-135M-Instruct"  # stores and net cards record this name
+    assert models.get(None).name == "Qwen2.5-Coder-0.5B-Instruct"  # the default answers questions (issue 17)
+    assert models.by_name("SmolLM2-135M-Instruct").key == "smollm2-135m" and models.by_name("other") is None
     assert len(models.get("qwen2.5-coder-0.5b").parts) == 6 and len(models.get("qwen2.5-coder-1.5b").parts) == 22
     assert "gistnet" in models.shipped_nets(models.get("smollm2-135m"))
 

@@ -1,4 +1,5 @@
-"""A few end-to-end checks on the real default model (marked: `pytest -m "not real_model"` skips them)."""
+"""A few end-to-end checks on real models (marked: `pytest -m "not real_model"` skips them): SmolLM2-135M, the
+small fast one, and the default model once, end to end."""
 
 import json
 from dataclasses import replace
@@ -11,6 +12,7 @@ from megacontext.config import MegaConfig
 from megacontext.corpora import load_book
 from megacontext.demo import hide_passkey
 from megacontext.runtime import MegaContext
+from conftest import DEFAULT_MODEL, REAL_MODEL, real_model_available
 
 pytestmark = pytest.mark.real_model
 
@@ -45,9 +47,30 @@ def test_identity_law_on_real_model(tmp_path, real_base):
 def test_cli_ask_json_on_real_model(tmp_path, capsys):
     book = tmp_path / "book.txt"
     book.write_text(load_book()[:20_000])
-    assert main(["ingest", "--store", str(tmp_path / "s"), "--quiet", str(book)]) == 0
+    assert main(["ingest", "--store", str(tmp_path / "s"), "--quiet", "--model", REAL_MODEL, str(book)]) == 0
     capsys.readouterr()
+    # No --model: the store opens with the model it was built with, not the default.
     assert main(["ask", "--store", str(tmp_path / "s"), "--budget", "256", "--max-new-tokens", "8", "--json",
                  "Who is Mr. Bennet?"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["rows_used"] <= 256 and data["focus"][-1]["end"] > 4000
+
+
+def test_default_model_answers_a_plain_question_end_to_end(tmp_path, capsys):
+    """The default model, through the CLI with no --model: a fact hidden deep in ~6k tokens of a novel, asked
+    in plain words at W = 512, comes back right (focus opens its block; the model answers the question)."""
+    from megacontext import models
+
+    assert models.DEFAULT == DEFAULT_MODEL
+    if not real_model_available(DEFAULT_MODEL):
+        pytest.skip(f"{DEFAULT_MODEL} not prepared (run `make model`)")
+    text = load_book()[:30_000]
+    cut = text.find("\n\n", 12_000)
+    book = tmp_path / "book.txt"
+    book.write_text(text[:cut] + "\n\nThe secret code to the vault is 48213." + text[cut:])
+    assert main(["ingest", "--store", str(tmp_path / "s"), "--quiet", str(book)]) == 0
+    capsys.readouterr()
+    assert main(["ask", "--store", str(tmp_path / "s"), "--budget", "512", "--max-new-tokens", "16", "--json",
+                 "What is the secret code to the vault?"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "48213" in data["answer"] and data["rows_used"] <= 512

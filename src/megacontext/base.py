@@ -20,7 +20,6 @@ import torch
 from megacontext import models
 from megacontext.errors import ModelError
 
-DEFAULT_MODEL_NAME = models.get(models.DEFAULT).name  # recorded in stores and net cards: never changes
 cache_home = models.cache_home
 
 

@@ -27,7 +27,9 @@ from pathlib import Path
 
 from megacontext.errors import ModelError
 
-DEFAULT = "smollm2-135m"
+# The model that answers people's questions (natural-question ceilings and 32k results: docs/RESULTS.md,
+# "Models"); SmolLM2-135M stays the small fast model of the tests.
+DEFAULT = "qwen2.5-coder-0.5b"
 _CHUNK = 1 << 20
 _MARGIN = 64 << 20  # headroom kept free on top of what a fetch or conversion writes
 
@@ -148,6 +150,11 @@ def get(key: str | None = None) -> ModelSpec:
     if key not in REGISTRY:
         raise ModelError(f"unknown model {key!r}; known models: {', '.join(REGISTRY)}")
     return REGISTRY[key]
+
+
+def by_name(name: str) -> ModelSpec | None:
+    """The registry entry whose ModelInfo name is `name` (as stores and net cards record it), or None."""
+    return next((spec for spec in REGISTRY.values() if spec.name == name), None)
 
 
 def cache_home() -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from megacontext import allocator, assemble
+from megacontext import allocator, assemble, models
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.errors import StoreError
@@ -125,7 +125,9 @@ class MegaContext:
         `base` defaults to `BaseModel.load(model)`; `gister` (an object) overrides `config.gister`.
         A store built with another gister raises `StoreMismatchError` unless `regist` recomputes
         its gists from L0 (which writes: not with `writable=False`). An existing store's block size
-        replaces `config.store.block_size`; the budget must fit the model's positions.
+        replaces `config.store.block_size`; the budget must fit the model's positions. Without `base` or
+        `model`, an existing store opens with the registry model it was built with (a store made before the
+        default changed keeps its model), a new one with the default.
         """
         path = Path(path)
         if regist and not writable:
@@ -134,6 +136,9 @@ class MegaContext:
         if is_store(path):
             with Store.open(path) as existing:
                 kind = existing.gister_id.split("-")[0]
+                own = models.by_name(existing.model["name"])
+                if base is None and model is None and own is not None:
+                    model = own.key
                 config = replace(config, store=replace(config.store, block_size=existing.block_size))
         elif not create:
             raise StoreError(f"{path}: no MegaContext store here (create one with `megacontext ingest`)")
