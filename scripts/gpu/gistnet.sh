@@ -18,16 +18,16 @@ pack() { for f in $RUNS/gistnet.safetensors $RUNS/gistnet.json $RUNS/gistnet-l2.
 source scripts/gpu/setup.sh
 $PY -c "
 import torch, transformers; from megacontext.base import BaseModel
-b = BaseModel.load(device='$DEVICE'); print('fingerprint', b.info.fingerprint, 'torch', torch.__version__,
+b = BaseModel.load('$MODEL', device='$DEVICE'); print('fingerprint', b.info.fingerprint, 'torch', torch.__version__,
 'transformers', transformers.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" || exit 1
-stamp L1; mc train gistnet --config configs/gistnet-gpu.json --device $DEVICE --time-budget $L1_SECONDS \
+stamp L1; mc train gistnet --model $MODEL --config configs/gistnet-gpu.json --device $DEVICE --time-budget $L1_SECONDS \
    --out $RUNS/l1 --quiet
 tail -n 3 $RUNS/l1/log.jsonl
 cp $RUNS/l1/gistnet.safetensors $RUNS/l1/gistnet.json $RUNS/; pack
-stamp L2; mc train gistnet --level 2 --l1 $RUNS/l1/gistnet.safetensors --config configs/gistnet-l2-gpu.json \
+stamp L2; mc train gistnet --model $MODEL --level 2 --l1 $RUNS/l1/gistnet.safetensors --config configs/gistnet-l2-gpu.json \
    --device $DEVICE --time-budget $L2_SECONDS --out $RUNS/l2 --quiet
 tail -n 3 $RUNS/l2/log.jsonl
 cp $RUNS/l2/gistnet-l2.safetensors $RUNS/l2/gistnet-l2.json $RUNS/; pack
-stamp eval; mc eval gist --windows $EVAL_WINDOWS --checkpoint $RUNS/gistnet.safetensors --device $DEVICE --batch $BATCH \
+stamp eval; mc eval gist --model $MODEL --windows $EVAL_WINDOWS --checkpoint $RUNS/gistnet.safetensors --device $DEVICE --batch $BATCH \
    --out $RUNS/eval --quiet; pack
 stamp done

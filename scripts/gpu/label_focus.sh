@@ -12,7 +12,7 @@ pack() { for s in $(seq 0 $((WORKERS - 1))); do [ -d $RUNS/labels-s$s ] || conti
            (cd $RUNS && tar cf $OUT/labels-s$s.tar.tmp labels-s$s && mv $OUT/labels-s$s.tar.tmp $OUT/labels-s$s.tar); done; }
 stamp label
 for s in $(seq 0 $((WORKERS - 1))); do
-  OMP_NUM_THREADS=2 timeout $LABEL_SECONDS $PY -m megacontext.cli label focus --device $DEVICE \
+  OMP_NUM_THREADS=2 timeout $LABEL_SECONDS $PY -m megacontext.cli label focus --model $MODEL --device $DEVICE \
       --snapshots $SNAPSHOTS --seed $s --out $RUNS/labels-s$s --quiet &
 done
 while [ -n "$(jobs -r)" ]; do sleep 20; pack 2>/dev/null; done
