@@ -1,9 +1,14 @@
 """Long-context methods behind one interface (DESIGN §10), all on the same frozen base model.
 
 Every method answers a `Trial` from at most `budget` rows (prompt and answer included), except
-`full`, the ceiling, which reads everything up to the model's 8k window. Baselines select history
-tokens and run the plain model on them with compact positions; MegaContext ingests the history into
-a temporary store and answers through its working context.
+`full`, the ceiling, which reads everything up to the base model's own window (8k for SmolLM2, 32k for
+Qwen2.5). Baselines keep spans of history tokens and run the plain model on them with compact positions;
+MegaContext ingests the history into a temporary store and answers through its working context. Every
+outcome records the history spans the model saw raw and the share of the needles inside them, so focus
+(MegaContext) and retrieval (RAG) recall compare directly.
+
+Fairness (DESIGN §10): MegaContext keeps the first `pinned_tokens` (64) history tokens raw; the `*_pin`
+variants of truncation and RAG keep the same prefix and fill the rest of their room by their usual rule.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from megacontext.sampling import StopRule, decode
 from megacontext.tasks import Trial
 
 CHUNK = 64  # retrieval chunk size in tokens
-MODEL_WINDOW = 8192
+MODEL_WINDOW = 8192  # `full`'s window where the model records none (ModelInfo.max_positions == 0)
+PINNED = MegaConfig().working.pinned_tokens  # the prefix MegaContext keeps raw: the `*_pin` baselines keep it too
+
+Span = tuple[int, int]  # [start, end) of the tokenised history
 
 
 @dataclass
@@ -65,6 +73,62 @@ def make_method(name: str, base: BaseModel, **kwargs) -> "Method":
         raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}") from None
 
 
+# --- spans of the history -------------------------------------------------------------------
+def merge(spans) -> tuple[Span, ...]:
+    """`spans` sorted, with overlapping or touching ones joined; empty ones dropped."""
+    out: list[list[int]] = []
+    for a, b in sorted((int(a), int(b)) for a, b in spans if b > a):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return tuple((a, b) for a, b in out)
+
+
+def runs(indices: np.ndarray) -> tuple[Span, ...]:
+    """Sorted distinct token indices as maximal runs: [3, 4, 5, 9] → ((3, 6), (9, 10))."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if not len(indices):
+        return ()
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    starts = indices[np.r_[0, breaks]]
+    ends = indices[np.r_[breaks - 1, len(indices) - 1]] + 1
+    return tuple(zip(starts.tolist(), ends.tolist()))
+
+
+def span_recall(raw: Sequence[Span], needles: Sequence[Span]) -> float | None:
+    """Share of the needles' tokens inside the `raw` spans; None when there is no needle."""
+    raw, needles = merge(raw), merge(needles)
+    total = sum(b - a for a, b in needles)
+    hit = sum(max(0, min(b, rb) - max(a, ra)) for a, b in needles for ra, rb in raw)
+    return hit / total if total else None
+
+
+class _NeedleSpans:
+    """The latest trial's needles as token spans: every method and budget of a trial shares one count (two
+    tokenisations of a history prefix per needle, seconds at 1M tokens)."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.spans: list[Span] = []
+
+    def get(self, base: BaseModel, trial: Trial) -> list[Span]:
+        key = (id(base), trial.key, trial.history, trial.needles)
+        if key != self.key:
+            self.spans = trial.needle_tokens(lambda text: len(base.tokenize(text)))
+            self.key = key
+        return self.spans
+
+
+_NEEDLES = _NeedleSpans()
+
+
+def model_window(base: BaseModel) -> int:
+    """The positions the base model was trained on (`full`'s ceiling); 8k where the model records none."""
+    info = getattr(base, "info", None)  # test stand-ins carry a tokenizer only
+    return (info.max_positions if info is not None else 0) or MODEL_WINDOW
+
+
 # --- the plain model on selected tokens -------------------------------------------------------
 @torch.no_grad()
 def greedy(base: BaseModel, ids: list[int], max_new_tokens: int, stop: str | Sequence[str] = "\n") -> str:
@@ -90,16 +154,38 @@ def continuation_nll(base: BaseModel, context: list[int], cont: list[int]) -> fl
 
 
 class Method:
-    """A baseline that keeps a subset of history tokens (in order) and runs the plain model."""
+    """A baseline that keeps spans of history tokens (in order) and runs the plain model on them.
+
+    A subclass says which spans by `choose`; `keep` adds the pinned prefix (the `*_pin` names, or `pinned`)
+    and the cases every baseline shares: all of a history that fits, nothing without room."""
 
     max_length: int | None = None  # longer histories are skipped
 
-    def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
+    def __init__(self, base: BaseModel, name: str, pinned: int | None = None, **kwargs) -> None:
         self.base = base
         self.name = name
+        # history tokens kept raw ahead of the selection: MegaContext's pinned prefix for the `*_pin` names
+        self.pinned = (PINNED if name.endswith("_pin") else 0) if pinned is None else pinned
+
+    def choose(self, hist: list[int], room: int, trial: Trial) -> tuple[Span, ...]:
+        """Spans of `hist` holding at most `room` tokens, for 0 < `room` < len(`hist`)."""
+        raise NotImplementedError
+
+    def keep(self, hist: list[int], room: int, trial: Trial) -> tuple[Span, ...]:
+        """The spans of `hist` kept raw in `room` tokens: merged, sorted, at most `room` tokens in all."""
+        if len(hist) <= room:
+            return ((0, len(hist)),) if hist else ()
+        if room <= 0:
+            return ()
+        pin = min(self.pinned, room)
+        if pin == room:
+            return ((0, pin),)
+        rest = self.choose(hist[pin:], room - pin, trial) if pin else self.choose(hist, room, trial)
+        return merge([(0, pin), *((a + pin, b + pin) for a, b in rest)])
 
     def select(self, hist: list[int], room: int, trial: Trial) -> list[int]:
-        raise NotImplementedError
+        """The kept tokens' ids, in history order."""
+        return [t for a, b in self.keep(hist, room, trial) for t in hist[a:b]]
 
     def skip(self, hist: list[int], trial: Trial, max_new_tokens: int) -> str:
         """Why this method does not run on a history ("" when it does)."""
@@ -121,50 +207,57 @@ class Method:
         if reason:
             return Outcome(self.name, skipped=reason)
         t0 = time.perf_counter()
-        kept = self.select(hist, room, trial)
+        spans = self.keep(hist, room, trial)
+        kept = [t for a, b in spans for t in hist[a:b]]
         t1 = time.perf_counter()
         assert len(kept) <= max(room, 0) or self.name == "full", (self.name, len(kept), room)
+        seen = {"raw_spans": spans, "needle_recall": span_recall(spans, _NEEDLES.get(base, trial))}
         if trial.task == "doc_nll":
             nll = continuation_nll(base, kept, tail)
             return Outcome(self.name, nll=nll, rows=len(kept) + len(tail), ingest_s=t1 - t0,
-                           answer_s=time.perf_counter() - t1)
+                           answer_s=time.perf_counter() - t1, **seen)
         text = greedy(base, kept + tail, max_new_tokens)
         return Outcome(self.name, text=text, rows=len(kept) + len(tail) + max_new_tokens, ingest_s=t1 - t0,
-                       answer_s=time.perf_counter() - t1)
+                       answer_s=time.perf_counter() - t1, **seen)
 
 
 @register("truncation")
 class Truncation(Method):
-    """The last `room` tokens."""
+    """The last `room` tokens (`truncation_pin`: the pinned prefix + the last `room − 64`)."""
 
-    def select(self, hist, room, trial):
-        return hist[-room:] if room > 0 else []
+    def choose(self, hist, room, trial):
+        return ((len(hist) - room, len(hist)),)
 
 
 @register("sink_window")
 class SinkWindow(Method):
-    """StreamingLLM's policy: the first 4 tokens (attention sinks) + the most recent ones."""
+    """StreamingLLM's policy: the first 4 tokens (attention sinks) + the most recent ones. Its pinned form,
+    64 first tokens + the most recent ones, is `truncation_pin`."""
 
-    def select(self, hist, room, trial):
-        if len(hist) <= room:
-            return hist
-        return hist[:4] + hist[len(hist) - (room - 4):]
+    sinks = 4
+
+    def choose(self, hist, room, trial):
+        sinks = 0 if self.pinned >= self.sinks else min(self.sinks, room)  # a pinned prefix is the sink
+        return merge([(0, sinks), (len(hist) - (room - sinks), len(hist))])
 
 
 @register("full")
 class FullContext(Method):
-    """The ceiling: the whole history, within the model's own 8k window (ignores the budget)."""
+    """The ceiling: the whole history, within the base model's own window (ignores the budget)."""
 
-    max_length = MODEL_WINDOW  # the tier's nominal limit (`bench.coverage`); `skip` holds the exact rule
+    max_length = MODEL_WINDOW  # the tier's nominal limit for the default model (`bench.coverage`); `skip` holds
+    # the exact rule, with the instance's `window`
 
     def skip(self, hist, trial, max_new_tokens):
-        _, room = self.tail_and_room(trial, MODEL_WINDOW, max_new_tokens)  # the model's window as the budget
+        _, room = self.tail_and_room(trial, self.window, max_new_tokens)  # the model's window as the budget
         if len(hist) <= room:
             return ""
-        return f"history, prompt and answer need {len(hist) + MODEL_WINDOW - room} positions > the model's {MODEL_WINDOW}"
+        return (f"history, prompt and answer need {len(hist) + self.window - room} positions > the model's "
+                f"{self.window}")
 
     def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
         super().__init__(base, name)
+        self.window = self.max_length = model_window(base)
         self._memo: tuple[tuple, Outcome] | None = None  # the last trial's outcome: the budget changes nothing
 
     def run(self, trial, budget, max_new_tokens=16):
@@ -173,34 +266,34 @@ class FullContext(Method):
             self._memo = (key, super().run(trial, 10**9, max_new_tokens))
         return replace(self._memo[1])
 
-    def select(self, hist, room, trial):
-        return hist
+    def choose(self, hist, room, trial):
+        return ((0, len(hist)),)  # never reached: `keep` returns a history that fits whole
 
 
 class _Retrieval(Method):
-    """RAG: 64-token chunks ranked against the question fill the budget beside a recent tail."""
+    """RAG: 64-token chunks ranked against the question fill the budget beside a recent tail (a quarter of
+    it); the chosen chunks stay in history order."""
 
     recent_share = 0.25
 
     def scores(self, chunks: list[str], query: str) -> np.ndarray:
         raise NotImplementedError
 
-    def select(self, hist, room, trial):
-        if len(hist) <= room:
-            return hist
+    def choose(self, hist, room, trial):
         recent = int(room * self.recent_share)
-        old = hist[: len(hist) - recent]
-        chunks = [old[i:i + CHUNK] for i in range(0, len(old), CHUNK)]
+        old = len(hist) - recent
+        starts = range(0, old, CHUNK)
         query = (trial.prompt or trial.history[-400:]).strip()
-        order = np.argsort(-self.scores([self.base.decode(c) for c in chunks], query), kind="stable")
+        order = np.argsort(-self.scores([self.base.decode(hist[a:min(a + CHUNK, old)]) for a in starts], query),
+                           kind="stable")
         chosen, used = [], 0
         for i in order:
-            if used + len(chunks[i]) > room - recent:
+            size = min(CHUNK, old - starts[i])
+            if used + size > room - recent:
                 continue
-            chosen.append(int(i))
-            used += len(chunks[i])
-        kept = [t for i in sorted(chosen) for t in chunks[i]]
-        return kept + (hist[len(hist) - recent:] if recent else [])
+            chosen.append((starts[i], starts[i] + size))
+            used += size
+        return merge(chosen + [(old, len(hist))])
 
 
 @register("rag_minilm")
@@ -208,7 +301,7 @@ class RagMiniLM(_Retrieval):
     _embedder = None
 
     def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
-        super().__init__(base, name)
+        super().__init__(base, name, **kwargs)
         # The last call's chunk vectors by text: a trial's next budget re-chunks the same history (only the tail
         # differs), and filler repeats chunks within a history; each distinct text is embedded once.
         self._known: dict[str, torch.Tensor] = {}
@@ -242,6 +335,36 @@ class RagBM25(_Retrieval):
         return out
 
 
+def rrf(rankings: Sequence[np.ndarray], k: int = 60) -> np.ndarray:
+    """Reciprocal-rank fusion (Cormack et al. 2009): item i scores Σ over rankings of 1 / (k + rank_i), rank 1
+    the best. `rankings` are score arrays over the same items (higher is better); tied scores share the best
+    rank of their tie, so items one ranking cannot tell apart (BM25's zero scores) gain nothing over each other."""
+    fused = np.zeros(len(rankings[0]))
+    for scores in rankings:
+        scores = np.asarray(scores, dtype=float)
+        rank = 1 + np.searchsorted(np.sort(-scores), -scores, side="left")  # 1 + how many score strictly more
+        fused += 1.0 / (k + rank)
+    return fused
+
+
+@register("rag_hybrid")
+class RagHybrid(_Retrieval):
+    """BM25 and MiniLM rankings of the same chunks fused by reciprocal rank (k = 60, the paper's constant)."""
+
+    rrf_k = 60
+
+    def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
+        super().__init__(base, name, **kwargs)
+        self.bm25, self.minilm = RagBM25(base, name), RagMiniLM(base, name)
+
+    def scores(self, chunks, query):
+        return rrf([self.bm25.scores(chunks, query), self.minilm.scores(chunks, query)], self.rrf_k)
+
+
+for _name in ("truncation", "rag_bm25", "rag_minilm", "rag_hybrid"):
+    METHODS[f"{_name}_pin"] = METHODS[_name]  # the same rule after the pinned prefix (`Method.pinned`)
+
+
 @register("token_drop")
 class TokenDrop(Method):
     """LLMLingua-style: keep the most surprising history tokens under the same LM, in order."""
@@ -251,16 +374,13 @@ class TokenDrop(Method):
     carry = 256  # context carried into each scoring window
 
     def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
-        super().__init__(base, name)
+        super().__init__(base, name, **kwargs)
         self._memo: tuple[str, int, np.ndarray] | None = None  # the last trial's surprisal (shared by budgets)
 
-    def select(self, hist, room, trial):
-        if len(hist) <= room:
-            return hist
+    def choose(self, hist, room, trial):
         if self._memo is None or self._memo[:2] != (trial.key, len(hist)):
             self._memo = (trial.key, len(hist), self.surprisal(hist))
-        keep = np.sort(np.argsort(-self._memo[2], kind="stable")[:room])
-        return [hist[i] for i in keep]
+        return runs(np.sort(np.argsort(-self._memo[2], kind="stable")[:room]))
 
     @torch.no_grad()
     def surprisal(self, hist: list[int]) -> np.ndarray:
@@ -304,6 +424,7 @@ class MegaContextMethod:
         with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:
             shutil.copytree(ingested, Path(tmp) / "s")
             with MegaContext.open(Path(tmp) / "s", self.base, cfg) as mc:
+                n = mc.store.num_tokens  # the history; the prompt and the answer follow it
                 if self.policy is not None:
                     mc.policy = make_policy(self.policy, base=self.base, config=cfg.focus_config, targets=spans,
                                             seed=self.seed)
@@ -316,18 +437,17 @@ class MegaContextMethod:
                 t2 = time.perf_counter()
         self.last_focus = ans.focus
         moves = [len(p["moves"]) for p in ans.plans]
+        raw = merge((r["start"], min(r["end"], n)) for r in ans.focus if r["level"] == 0)
         return Outcome(self.name, text=ans.text, rows=ans.rows_used, ingest_s=ingest_s, answer_s=t2 - t1,
                        rounds=len(moves), swap_rate=sum(moves) / len(moves) if moves else 0.0,
-                       focus_recall=focus_recall(ans.focus, spans))
+                       focus_recall=focus_recall(ans.focus, spans), raw_spans=raw,
+                       needle_recall=span_recall(raw, spans))
 
 
 def focus_recall(focus: list[dict], spans: list[tuple[int, int]]) -> float | None:
     """Share of the needles' tokens (`spans`) that `focus` (an answer's runs: level, start, end) holds raw;
     None when there is no needle."""
-    raw = [(r["start"], r["end"]) for r in focus if r["level"] == 0]
-    total = sum(b - a for a, b in spans)
-    hit = sum(max(0, min(b, rb) - max(a, ra)) for a, b in spans for ra, rb in raw)
-    return hit / total if total else None
+    return span_recall([(r["start"], r["end"]) for r in focus if r["level"] == 0], spans)
 
 
 class _IngestCache:
@@ -353,7 +473,7 @@ class _IngestCache:
                 t0 = time.perf_counter()
                 mc.append(trial.history)
                 self.ingest_s = time.perf_counter() - t0
-            self.spans = trial.needle_tokens(lambda text: len(base.tokenize(text)))
+            self.spans = _NEEDLES.get(base, trial)
             self.key = key
         return Path(self.tmp.name) / "s", self.ingest_s, self.spans
 
