@@ -13,7 +13,7 @@ def words(text: str) -> int:  # a stand-in tokenizer: one token per word
     return len(text.split())
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", [t for t in TASKS if not t.startswith("locomo")])  # LoCoMo: tests/test_locomo.py
 def test_tasks_are_seeded_and_hold_their_needles(task):
     a = make_trial(task, 2000, 0.3, 7, words, BOOK)
     b = make_trial(task, 2000, 0.3, 7, words, BOOK)
@@ -27,7 +27,8 @@ def test_tasks_are_seeded_and_hold_their_needles(task):
         assert a.history != c.history
     assert abs(words(a.history) - 2000) < 120
     for start, end in a.needles:
-        assert a.answer in a.history[start:end] or task.startswith("vartrack")
+        answers = a.meta.get("answers", [a.answer])  # a needle holds one of a multi-answer trial's answers
+        assert any(x in a.history[start:end] for x in answers) or task.startswith("vartrack")
     if task == "doc_nll":
         assert a.continuation and not a.answer
     else:

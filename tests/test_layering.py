@@ -17,7 +17,7 @@ ROOT = Path(megacontext.__file__).parent
 _CORE = {"config", "errors"}
 _PURE = _CORE | {"tree", "working", "allocator"}
 _MODEL = _PURE | {"store", "models", "base", "nets", "assemble", "sampling"}
-_SESSION = _MODEL | {"views", "gisters", "focus", "runtime", "substitution", "tasks", "corpora", "data"}
+_SESSION = _MODEL | {"views", "gisters", "focus", "runtime", "substitution", "tasks", "locomo", "corpora", "data"}
 ALLOWED: dict[str, set[str]] = {
     "megacontext": set(),
     "config": set(),
@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "corpora": set(),
     "data": {"corpora", "errors"},
     "tasks": {"corpora"},
+    "locomo": {"tasks", "corpora"},
     "models": _CORE,
     "prompts": _CORE | {"models"},
     "nets": _CORE,
@@ -39,7 +40,7 @@ ALLOWED: dict[str, set[str]] = {
     "substitution": _CORE | {"base", "assemble", "nets"},
     "gisters": _MODEL - {"sampling"},
     "focus": _MODEL - {"sampling"},
-    "runtime": _SESSION - {"runtime", "substitution", "tasks", "corpora", "data"},
+    "runtime": _SESSION - {"runtime", "substitution", "tasks", "locomo", "corpora", "data"},
     "train": _SESSION,
     "eval": _SESSION | {"prompts"},
     "demo": _SESSION | {"prompts"},
@@ -48,8 +49,8 @@ ALLOWED: dict[str, set[str]] = {
     "cli": _SESSION | {"train", "eval", "demo", "chat", "serve", "prompts"},
 }
 # Third-party libraries that only some layers may touch.
-TORCH_FREE = {"config", "errors", "tree", "working", "allocator", "store", "corpora", "data", "tasks", "models",
-              "prompts"}
+TORCH_FREE = {"config", "errors", "tree", "working", "allocator", "store", "corpora", "data", "tasks", "locomo",
+              "models", "prompts"}
 ONLY_BASE = {"transformers"}
 
 
@@ -141,7 +142,8 @@ def test_pure_modules_do_not_load_torch():
     code = (
         "import sys\n"
         "import megacontext, megacontext.tree, megacontext.working, megacontext.allocator, "
-        "megacontext.config, megacontext.store, megacontext.tasks, megacontext.prompts, megacontext.cli\n"
+        "megacontext.config, megacontext.store, megacontext.tasks, megacontext.locomo, megacontext.prompts, "
+        "megacontext.cli\n"
         "print(','.join(m for m in ('torch', 'transformers') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
