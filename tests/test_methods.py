@@ -35,7 +35,11 @@ class WordBase:
 class Embedder:
     """A deterministic stand-in for MiniLM: a text's vector depends on the text alone."""
 
+    def __init__(self):
+        self.seen = []
+
     def encode(self, texts):
+        self.seen += texts
         return torch.stack([torch.tensor([float(t.count("key")), float(sum(map(ord, t)) % 97) / 97, 1.0])
                             for t in texts]) if texts else torch.zeros(0, 3)
 
@@ -43,7 +47,8 @@ class Embedder:
 @pytest.fixture
 def fixed(monkeypatch):
     """(stand-in base, trial, history ids 0..999) with MiniLM and the LM's surprisal replaced by fixed stand-ins."""
-    monkeypatch.setattr(methods.RagMiniLM, "embedder", lambda self: Embedder())
+    embedder = Embedder()
+    monkeypatch.setattr(methods.RagMiniLM, "embedder", lambda self: embedder)
     monkeypatch.setattr(methods.TokenDrop, "surprisal", lambda self, hist: np.random.default_rng(3).random(len(hist)))
     words = fixed_words()
     trial = Trial("passkey", len(words), 0.41, 0, " ".join(words), "What is the pass key?", "4821")
@@ -120,6 +125,23 @@ def test_hybrid_rag_fuses_bm25_and_minilm_chunk_rankings(fixed):
     spans = hybrid.keep(hist, 300, trial)
     # the recent tail (a quarter of the room: 925-1000) joined by the chunk it cuts short (896-925)
     assert (384, 448) in spans and spans[-1] == (896, 1000) and tokens(spans) <= 300
+
+
+def test_minilm_ranked_methods_share_their_chunk_vectors(fixed, monkeypatch):
+    """rag_minilm, rag_hybrid and their pinned forms share the last call's chunk vectors: the pinned prefix is one
+    chunk long, so the pinned forms' chunks are the unpinned ones'; only chunks cut short by a tail differ."""
+    base, trial, hist = fixed
+    embedder = methods.RagMiniLM.embedder(None)
+    for name in ("rag_minilm", "rag_hybrid", "rag_minilm_pin", "rag_hybrid_pin", "rag_minilm"):
+        methods.make_method(name, base).keep(hist, 300, trial)
+    chunks = [c for c in embedder.seen if c != trial.prompt]
+    # 15 chunks for the first call (0-896 and 896-925, cut by the tail), none for the hybrid; the pinned forms add
+    # 896-941 (their smaller tail); the last call re-embeds the two its predecessor did not hold (0-64, 896-925)
+    assert len(chunks) == 15 + 1 + 2 and len(set(chunks)) == 16 and embedder.seen.count(trial.prompt) == 5
+    fresh = Embedder()  # another embedder's vectors are never reused
+    monkeypatch.setattr(methods.RagMiniLM, "embedder", lambda self: fresh)
+    methods.make_method("rag_minilm", base).keep(hist, 300, trial)
+    assert len(fresh.seen) == 15 + 1
 
 
 def test_spans_and_needle_recall_arithmetic():

@@ -299,12 +299,11 @@ class _Retrieval(Method):
 @register("rag_minilm")
 class RagMiniLM(_Retrieval):
     _embedder = None
-
-    def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
-        super().__init__(base, name, **kwargs)
-        # The last call's chunk vectors by text: a trial's next budget re-chunks the same history (only the tail
-        # differs), and filler repeats chunks within a history; each distinct text is embedded once.
-        self._known: dict[str, torch.Tensor] = {}
+    # The last call's chunk vectors by text, with the embedder that made them, shared by every MiniLM-ranked
+    # method: rag_minilm, rag_hybrid and their pinned forms chunk a trial alike (the prefix is one chunk long),
+    # a trial's next budget re-chunks the same history (only the tail differs), and filler repeats chunks
+    # within a history; each distinct text is embedded once.
+    _known: tuple[object, dict[str, torch.Tensor]] = (None, {})
 
     def embedder(self):
         from megacontext.base import TextEmbedder
@@ -315,10 +314,12 @@ class RagMiniLM(_Retrieval):
 
     def scores(self, chunks, query):
         e = self.embedder()
-        new = [c for c in dict.fromkeys(chunks) if c not in self._known]
-        vectors = {**self._known, **dict(zip(new, e.encode(new)))}
-        self._known = {c: vectors[c] for c in chunks}
-        return (torch.stack([self._known[c] for c in chunks]) @ e.encode([query])[0]).numpy()
+        owner, known = RagMiniLM._known
+        known = known if owner is e else {}
+        new = [c for c in dict.fromkeys(chunks) if c not in known]
+        vectors = {**known, **dict(zip(new, e.encode(new)))}
+        RagMiniLM._known = (e, {c: vectors[c] for c in chunks})
+        return (torch.stack([vectors[c] for c in chunks]) @ e.encode([query])[0]).numpy()
 
 
 @register("rag_bm25")
