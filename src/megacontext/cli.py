@@ -242,7 +242,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     lengths = [int(x) for x in split(args.lengths)] if args.lengths else None
     path = run(args.tier, split(args.tasks), split(args.methods), lengths, args.budget, args.out, args.model,
-               progress=not args.quiet, trials=args.trials)
+               progress=not args.quiet, trials=args.trials, locomo=args.locomo)
     print(path.with_suffix(".md").read_text())
     print(f"results: {path} (resumable: rerun the same command to continue)")
 
@@ -415,15 +415,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="All methods side by side on seeded long-context tasks (resumable).",
                        description="All methods side by side on seeded long-context tasks (resumable).")
-    p.add_argument("--tier", default="smoke", choices=["smoke", "report"])
+    p.add_argument("--tier", default="smoke", choices=["smoke", "dev", "report"],
+                   help="smoke (tiny), report (the committed numbers: test books, seeds from 0; only ever measured) "
+                        "or dev (the report's grid on the validation books, seeds from 10,000: for tuning and probing)")
     p.add_argument("--tasks", metavar="LIST",
                    help="comma-separated tasks (default: the tier's; the natural-question forms, passkey_q etc., "
-                        "only when named)")
+                        "paraphrase, multivalue, multiquery, uuid_uuid, cwe, locomo and locomo_long only when named)")
+    p.add_argument("--locomo", metavar="PATH",
+                   help="the LoCoMo JSON file for --tasks locomo,locomo_long (default "
+                        "../shared/data/locomo/locomo_dev.json beside the checkout; absent: those tasks are skipped)")
     p.add_argument("--methods", metavar="LIST", help="comma-separated methods (default: all)")
     p.add_argument("--lengths", metavar="LIST", help="comma-separated history lengths in tokens")
     p.add_argument("--budget", type=int, metavar="W", help="rows per answer (default: the tier's)")
     p.add_argument("--trials", type=int, metavar="N",
-                   help="trials per cell instead of the tier's (report: 20, passkey 50); fewer for a quick look")
+                   help="trials per cell instead of the tier's (report: 20, passkey 50; LoCoMo: questions per "
+                        "conversation); fewer for a quick look")
     p.add_argument("--out", default="docs/bench", metavar="DIR")
     add_job(p, device=False)
     p.set_defaults(func=cmd_bench)

@@ -3,6 +3,12 @@
 Trials are generated once per (task, length, budget, seed) and every method runs on each trial in
 turn, so timings are interleaved. Every (trial, method) result is one JSONL line; an interrupted run
 resumes by skipping lines already written. `report` writes tables and plots under `--out`.
+
+Tiers: `smoke` (tiny, inside the test suite), `report` (the committed numbers: held-out test books, seeds
+from 0; its trials are only ever measured) and `dev` (the report's grid on the validation books with seeds
+from 10,000, and the other half of LoCoMo's questions: for tuning and probing). LoCoMo (`locomo`,
+`locomo_long`) brings its own histories and ignores `--lengths`: a row's `length` is its history's token
+count to two significant figures, its `seed` the question's id (`locomo.trials`).
 """
 
 from __future__ import annotations
@@ -16,15 +22,20 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from megacontext import locomo as locomo_data
 from megacontext.eval.methods import METHODS, Outcome, make_method
-from megacontext.tasks import TASKS, completion_form, is_correct, make_trial
+from megacontext.tasks import TASKS, Trial, answer_share, completion_form, is_correct, make_trial, turns_recall
 
 # Every method once: `mc_lensnet` names the policy that `megacontext` already uses for the default model.
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "mc_lensnet")
 # A UUID is ~25 tokens; every other answer is a short number. A question form's answer may be a sentence
 # ("The value for key … is …"); decoding stops at its end of line.
-MAX_NEW_TOKENS = {"uuid_kv": 40, "uuid_kv_q": 80}
+# RULER's answers list four numbers, a UUID or ten words; LoCoMo's are phrases.
+MAX_NEW_TOKENS = {"uuid_kv": 40, "uuid_kv_q": 80, "paraphrase": 24, "multivalue": 48, "multiquery": 48,
+                  "uuid_uuid": 80, "cwe": 96, "locomo": 32, "locomo_long": 32}
 QUESTION_NEW_TOKENS = 24
+# Where the LoCoMo file lies in this workplace (`--locomo` overrides; never inside the repository: CC BY-NC).
+DEFAULT_LOCOMO = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "locomo" / "locomo_dev.json"
 
 
 @dataclass(frozen=True)
@@ -35,15 +46,19 @@ class Tier:
     trials: int
     passkey_trials: int
     passkey_budgets: tuple[int, ...]
+    split: str = "test"  # the books the haystacks come from
+    seed0: int = 0  # the first seed of every cell
+    answer_cap: int | None = None  # at most this many new tokens per answer (the smoke tier checks plumbing only)
 
 
 # The tiers' tasks are pinned (the committed report's cells); the natural-question forms (`passkey_q`, …)
 # run when named with --tasks.
 TIER_TASKS = ("passkey", "passkey_book", "multikey", "uuid_kv", "vartrack", "doc_nll")
 TIERS = {
-    "smoke": Tier(TIER_TASKS, (600,), (256,), 1, 1, (256,)),
+    "smoke": Tier(TIER_TASKS, (600,), (256,), 1, 1, (256,), answer_cap=16),
     "report": Tier(TIER_TASKS, (1000, 4000, 8000, 32000, 128000), (1024,), 20, 50, (256, 1024)),
 }
+TIERS["dev"] = replace(TIERS["report"], split="validation", seed0=10_000)
 
 
 def max_new_tokens(task: str) -> int:
@@ -58,8 +73,8 @@ def trial_depth(task: str, length: int, seed: int) -> float:
 
 def tier_spec(tier: str, trials: int | None = None) -> Tier:
     """A tier's grid, with `trials` per cell when given (every task alike): fewer than the tier's for a
-    quick look, more to tighten a headline cell. Seeds run 0…trials−1, so the tier's own trials are the
-    first ones and each run reuses (resumes) what another wrote."""
+    quick look, more to tighten a headline cell. Seeds run seed0…seed0+trials−1 (seed0: 0, dev 10,000), so the
+    tier's own trials are the first ones and each run reuses (resumes) what another wrote."""
     if tier not in TIERS:
         raise ValueError(f"--tier must be one of {sorted(TIERS)}, got {tier!r}")
     spec = TIERS[tier]
@@ -77,7 +92,8 @@ def grid(tier: Tier, tasks, lengths, budget: int | None):
         budgets = (budget,) if budget else (tier.passkey_budgets if passkey else tier.budgets)
         n = tier.passkey_trials if passkey else tier.trials
         for length in lengths:
-            for seed in range(n):  # budgets innermost: per-trial work (ingest, surprisal) is shared by them
+            # budgets innermost: per-trial work (ingest, surprisal) is shared by them
+            for seed in range(tier.seed0, tier.seed0 + n):
                 depth = trial_depth(task, length, seed)
                 for b in budgets:
                     yield task, length, b, seed, depth
@@ -85,8 +101,9 @@ def grid(tier: Tier, tasks, lengths, budget: int | None):
 
 def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int | None = None,
         out_dir: str = "docs/bench", model: str | None = None, progress: bool = True, book: str | None = None,
-        trials: int | None = None) -> Path:
-    """Run (or resume) a tier; `trials` sets the trials per cell (see `tier_spec`)."""
+        trials: int | None = None, locomo: str | None = None) -> Path:
+    """Run (or resume) a tier; `trials` sets the trials per cell (see `tier_spec`), LoCoMo's questions per
+    conversation; `locomo` is the LoCoMo file (default `DEFAULT_LOCOMO`; absent: its tasks are skipped)."""
     import torch
     from tqdm import tqdm
 
@@ -104,8 +121,11 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
             raise ValueError(f"--methods: unknown method {m!r}; choose from {sorted(METHODS)}")
     if budget is not None and budget < 64:
         raise ValueError(f"--budget must be at least 64, got {budget}")
+    conversations = _conversations(tasks, locomo)
+    if conversations is None:
+        tasks = tuple(t for t in tasks if t not in locomo_data.TASKS)
     base = BaseModel.load(model)
-    book = book or _haystack_book(required=tier == "report")
+    book = book or _haystack_book(required=tier != "smoke", tier=tier)
     count = lambda text: len(base.tokenize(text))  # noqa: E731
     runners = {m: make_method(m, base) for m in methods}
     out = Path(out_dir)
@@ -114,26 +134,34 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     earlier = _read(results)
     done = {(r["key"], r["budget"], r["method"]) for r in earlier}
     history_tokens = {r["key"]: r["tokens"] for r in earlier}
-    cells = list(grid(spec, tasks, lengths, budget))
-    todo = sum(1 for c in cells for m in methods if (_key(c), c[2], m) not in done)
+    synthetic = [t for t in tasks if t not in locomo_data.TASKS]
+    work: list[tuple[tuple, Trial | None]] = [(c, None) for c in grid(spec, synthetic, lengths, budget)]
+    for task in (t for t in tasks if t in locomo_data.TASKS):
+        for t in locomo_data.trials(conversations, task, spec.trials, count, dev=spec.split == "validation"):
+            work += [((task, t.length, b, t.seed, t.depth), t) for b in ((budget,) if budget else spec.budgets)]
+    todo = sum(1 for c, _ in work for m in methods if (_key(c), c[2], m) not in done)
     # Latency ratios pair rows of one run only: runs differ in threads and in what shares the cores.
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{torch.get_num_threads()}t"
     commit = _commit()
     with open(results, "a") as log, tqdm(total=todo, desc=f"bench {tier}", unit="run", disable=not progress) as bar:
-        for task, length, b, seed, depth in cells:
+        last: tuple[str, int] = ("", 0)  # LoCoMo's questions share a history: tokenise it once
+        for (task, length, b, seed, depth), given in work:
             missing = [m for m in methods if (_key((task, length, b, seed, depth)), b, m) not in done]
             if not missing:
                 continue
-            trial = make_trial(task, length, depth, seed, count, book)
-            tokens = count(trial.history)  # once per trial: a 128k history takes a while to tokenise
+            trial = given or make_trial(task, length, depth, seed, count, book)
+            if trial.history is not last[0]:
+                last = (trial.history, count(trial.history))  # a 128k history takes a while to tokenise
+            tokens = last[1]
             same_trial(history_tokens, trial.key, tokens, results)
+            turns = trial.needle_tokens(count) if trial.task in locomo_data.TASKS else []  # evidence turns
             for m in missing:
                 t0 = time.perf_counter()
-                outcome: Outcome = runners[m].run(trial, b, max_new_tokens(task))
+                outcome: Outcome = runners[m].run(trial, b, min(max_new_tokens(task), spec.answer_cap or 10**6))
                 row = {"key": trial.key, "task": task, "length": length, "tokens": tokens, "budget": b,
                        "depth": depth, "seed": seed, "method": m, **asdict(outcome), "wall_s": time.perf_counter() - t0,
-                       "correct": (is_correct(trial, outcome.text) if trial.answer and not outcome.skipped else None),
-                       "answer": trial.answer, "run": run_id, "commit": commit}
+                       **grade(trial, outcome, turns), "answer": trial.answer, "run": run_id, "commit": commit}
+                row.pop("raw_spans", None)  # long for token dropping; the recalls above hold what they say
                 if not outcome.skipped and m != "full" and outcome.rows > b:
                     raise AssertionError(f"{m} used {outcome.rows} rows > budget {b}")
                 log.write(json.dumps(row) + "\n")
@@ -141,6 +169,37 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                 bar.update(1)
     report(results, out)
     return results
+
+
+def grade(trial: Trial, outcome: Outcome, turns: list[tuple[int, int]] | None = None) -> dict:
+    """A row's scores beside the outcome's own (`needle_recall`, …): `correct` (None for NLL tasks and skipped
+    runs), `score` (the share of the answers found, for tasks with several), and LoCoMo's `f1`, `category` and
+    `evidence_recall` (the share of its evidence turns seen raw, a turn counting when most of its tokens were;
+    `turns`: those turns as token spans of the history)."""
+    answered = bool(trial.answer) and not outcome.skipped
+    if trial.task in locomo_data.TASKS:
+        out = locomo_data.grade(trial, outcome.text) if answered else {"f1": None, "correct": None,
+                                                                       "category": trial.meta["category"]}
+        raw = getattr(outcome, "raw_spans", ())
+        out["evidence_recall"] = turns_recall(turns or [], raw) if raw and not outcome.skipped else None
+        return out
+    out = {"correct": is_correct(trial, outcome.text) if answered else None}
+    if answered and "answers" in trial.meta:
+        out["score"] = answer_share(trial, outcome.text)
+    return out
+
+
+def _conversations(tasks, path: str | None) -> list | None:
+    """The LoCoMo file's conversations when a LoCoMo task is asked for; None (and one line saying so) when the
+    file is absent; `ValueError` when it is not a LoCoMo file."""
+    wanted = [t for t in tasks if t in locomo_data.TASKS]
+    if not wanted:
+        return []
+    where = Path(path) if path else DEFAULT_LOCOMO
+    if not where.is_file():
+        print(f"bench: no LoCoMo file at {where} (pass --locomo PATH); skipping {', '.join(wanted)}")
+        return None
+    return locomo_data.load(where)
 
 
 def same_trial(history_tokens: dict[str, int], key: str, tokens: int, results: Path) -> None:
@@ -231,16 +290,18 @@ def _read(path: Path) -> list[dict]:
     return rows
 
 
-def _haystack_book(required: bool = False) -> str:
-    """Held-out test books when fetched (`make data`), else the bundled novel — except for the report tier,
-    whose rows are only comparable on the test books (the novel gives other trials under the same keys)."""
+def _haystack_book(required: bool = False, tier: str = "report") -> str:
+    """The tier's held-out books (test; validation for `dev`) when fetched (`make data`), else the bundled novel —
+    except where `required` (the report and dev tiers), whose rows are only comparable on their own books (the
+    novel gives other trials under the same keys)."""
     from megacontext import data
 
+    split = TIERS[tier].split
     try:
-        return "\n\n".join(data.books("test").values())
+        return "\n\n".join(data.books(split).values())
     except ValueError as exc:
         if required:
-            raise ValueError(f"the report tier's haystacks are the held-out test books: {exc}") from None
+            raise ValueError(f"the {tier} tier's haystacks are the held-out {split} books: {exc}") from None
         from megacontext.corpora import load_book
 
         return load_book()
@@ -264,9 +325,10 @@ def summarise(rows: list[dict]) -> dict:
             entry["nll"] = statistics.mean(r["nll"] for r in rs)
         else:
             entry["accuracy"] = sum(bool(r["correct"]) for r in rs) / len(rs)
-        recalls = [r["focus_recall"] for r in rs if r.get("focus_recall") is not None]
-        if recalls:
-            entry["focus_recall"] = statistics.mean(recalls)
+        for name in ("focus_recall", "needle_recall", "evidence_recall", "f1", "score"):
+            values = [r[name] for r in rs if r.get(name) is not None]
+            if values:
+                entry[name] = statistics.mean(values)
         rounds = [r["rounds"] for r in rs if r.get("rounds") is not None]
         if rounds:
             entry["rounds"] = statistics.median(rounds)
@@ -284,11 +346,12 @@ BASELINES = ("truncation", "sink_window", "rag_minilm", "rag_bm25", "token_drop"
 
 
 def _by_task_budget(table: dict) -> dict:
-    """{(task, budget): {(method, length): entry}}"""
+    """{(task, budget): {(method, length): entry}}, LoCoMo left out (its own table: `locomo_table`)."""
     by: dict = defaultdict(dict)
     for key, e in table.items():
         task, length, budget, method = key.split("|")
-        by[(task, int(budget))][(method, int(length))] = e
+        if task not in locomo_data.TASKS:
+            by[(task, int(budget))][(method, int(length))] = e
     return by
 
 
@@ -296,7 +359,7 @@ def headline(table: dict) -> str:
     """One table for every task: megacontext, oracle focus, the whole history (`full`) and the best
     same-budget baseline of each cell (named), per history length; n trials in brackets."""
     by = _by_task_budget(table)
-    lengths = sorted({int(k.split("|")[1]) for k in table})
+    lengths = sorted({ln for cells in by.values() for _, ln in cells})
     lines = ["| task, W | method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |",
              "|---|---|" + "---|" * len(lengths)]
     order = {t: i for i, t in enumerate(TASKS)}
@@ -344,7 +407,39 @@ def markdown(table: dict) -> str:
                          "moves per round · median answer latency over truncation's, same trial and run (– where "
                          "truncation did not run beside it)\n")
             parts += _grid(focus, lengths, cells, _focus_cell) + [""]
+        recall = sorted({m for (m, _), e in cells.items() if "needle_recall" in e})
+        if recall:
+            parts.append(f"*{task}, W = {budget}, needle recall*: share of the needles' tokens the model saw raw "
+                         "when answering (every method: kept tokens, retrieved chunks or raw focus)\n")
+            parts += _grid(recall, lengths, cells,
+                           lambda e: f"{e['needle_recall']:.2f}" if e and "needle_recall" in e else "–") + [""]
     return "\n".join(parts)
+
+
+def locomo_table(rows: list[dict]) -> str:
+    """LoCoMo per (task, budget, method), over all its conversations: token F1, correct (F1 ≥ 0.5) and evidence
+    recall on the answerable questions (categories 1–4), F1 per category, and category 5 (adversarial: the answer
+    is not in the conversation) apart, as the share of answers that decline; n questions in brackets."""
+    groups: dict = defaultdict(list)
+    for r in rows:
+        if r["task"] in locomo_data.TASKS and not r.get("skipped"):
+            groups[(r["task"], r["budget"], r["method"])].append(r)
+    if not groups:
+        return ""
+    answerable = [c for c in locomo_data.CATEGORIES if c != locomo_data.ADVERSARIAL]
+    head = ["F1 1–4", "correct 1–4", "evidence recall 1–4"] + [f"{locomo_data.CATEGORIES[c]} F1" for c in answerable]
+    lines = ["| task, W | method | " + " | ".join(head) + " | adversarial: declines |",
+             "|---|---|" + "---|" * (len(head) + 1)]
+
+    def mean(rs: list[dict], field: str, cats) -> str:
+        values = [float(r[field]) for r in rs if r.get("category") in cats and r.get(field) is not None]
+        return f"{statistics.mean(values):.2f} ({len(values)})" if values else "–"
+
+    for (task, budget, method), rs in sorted(groups.items()):
+        cells = [mean(rs, "f1", answerable), mean(rs, "correct", answerable), mean(rs, "evidence_recall", answerable)]
+        cells += [mean(rs, "f1", (c,)) for c in answerable] + [mean(rs, "correct", (locomo_data.ADVERSARIAL,))]
+        lines.append(f"| {task}, {budget} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _grid(methods: list[str], lengths: list[int], cells: dict, cell) -> list[str]:
@@ -376,6 +471,9 @@ def report(results: Path, out: Path) -> None:
         head += (". Short: " + "; ".join(short) + ".") if short else " (complete)."
     head += ("\n\nAt a glance (accuracy; doc NLL in nats/token, lower is better; the best baseline among "
              f"{', '.join(BASELINES)} is named):\n\n" + headline(table))
+    if chat := locomo_table(rows):
+        head += ("\n\nLoCoMo (chat memory; its own history lengths; F1 and correct as shares, n questions in brackets; "
+                 "category 5 apart: does the answer decline?):\n\n" + chat)
     (out / f"{stem}.md").write_text(head + "\n\n" + markdown(table) + "\n")
     try:
         _plots(rows, table, out, stem)
@@ -435,6 +533,8 @@ def _plots(rows: list[dict], table: dict, out: Path, stem: str) -> None:
         budgets_of[task].add(int(b))
     # accuracy (NLL for doc_nll) vs history length, one line per method, one panel per budget
     for task, budgets in sorted(budgets_of.items()):
+        if task in locomo_data.TASKS:  # one length per conversation: its table says it better
+            continue
         metric = "nll" if task == "doc_nll" else "accuracy"
         budgets = sorted(budgets)
         fig, axes = plt.subplots(1, len(budgets), figsize=(6.5 * len(budgets), 4.2), sharey=True, squeeze=False)
