@@ -356,7 +356,7 @@ class RagHybrid(_Retrieval):
 
     def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
         super().__init__(base, name, **kwargs)
-        self.bm25, self.minilm = RagBM25(base, name), RagMiniLM(base, name)
+        self.bm25, self.minilm = RagBM25(base, "rag_bm25"), RagMiniLM(base, "rag_minilm")  # their scores only
 
     def scores(self, chunks, query):
         return rrf([self.bm25.scores(chunks, query), self.minilm.scores(chunks, query)], self.rrf_k)
