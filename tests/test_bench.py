@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from conftest import REAL_MODEL
 from megacontext.tasks import TASKS, is_correct, make_trial
 
 BOOK = "It was a bright cold day in April. The clocks were striking thirteen. " * 400
@@ -232,7 +233,7 @@ def test_smoke_tier_every_method_within_budget(tmp_path, real_base):
     from megacontext.eval.bench import DEFAULT_METHODS, run, trial_depth
 
     tasks = ("passkey", "doc_nll")
-    path = run("smoke", tasks=tasks, out_dir=str(tmp_path), progress=False)
+    path = run("smoke", tasks=tasks, out_dir=str(tmp_path), progress=False, model=REAL_MODEL)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert sorted((r["task"], r["method"]) for r in rows) == sorted((t, m) for t in tasks for m in DEFAULT_METHODS)
     fields = {"key", "task", "length", "tokens", "budget", "depth", "seed", "method", "text", "nll", "rows", "ingest_s",
@@ -259,7 +260,7 @@ def test_smoke_tier_every_method_within_budget(tmp_path, real_base):
     assert (tmp_path / "smoke.md").exists() and (tmp_path / "smoke_latency.png").exists()
     # resumable: a second run has nothing left to do and changes nothing
     before = path.read_text()
-    run("smoke", tasks=tasks, out_dir=str(tmp_path), progress=False)
+    run("smoke", tasks=tasks, out_dir=str(tmp_path), progress=False, model=REAL_MODEL)
     assert path.read_text() == before
 
 
