@@ -319,8 +319,8 @@ def _most(make: Callable[[int], str], target: int, count: Counter, n: int) -> in
 
 
 def uuid_uuid(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int], str] = filler_source) -> Trial:
-    """RULER's MK-NIAH-3: the haystack is nothing but UUID → UUID needles; one key asked. The last part of a
-    pair's length the pairs cannot fill is the classic filler, after the intro."""
+    """RULER's MK-NIAH-3: the haystack is nothing but UUID → UUID needles (`hay` unused); one key asked. What is
+    left under one pair's length is the classic filler, after the intro."""
     rng = random.Random(seed)
     intro = RULER_INTRO.format(kind="uuids")
     new_uuid = lambda: str(uuid.UUID(int=rng.getrandbits(128)))  # noqa: E731
@@ -369,7 +369,8 @@ def _word_list(rng: random.Random, common: list[str], rare: list[str], often: in
 def cwe(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int], str] = filler_source) -> Trial:
     """RULER's common-words extraction: a numbered list where 10 words repeat often (30 times, 6 below 4k
     tokens) and the rest seldom (3 times, once below 4k), after one worked example; the 10 are asked. No needle
-    (aggregation: every part of the list counts); `depth` is unused."""
+    (aggregation: every part of the list counts); `depth` and `hay` are unused. Below ~800 tokens the example
+    and the common words alone overshoot the length."""
     rng = random.Random(seed)
     small = length < 4096
     often, seldom = (6, 1) if small else (30, 3)

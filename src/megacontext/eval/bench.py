@@ -4,7 +4,7 @@ Trials are generated once per (task, length, budget, seed) and every method runs
 turn, so timings are interleaved. Every (trial, method) result is one JSONL line; an interrupted run
 resumes by skipping lines already written. `report` writes tables and plots under `--out`.
 
-Tiers: `smoke` (tiny, inside the test suite), `report` (the committed numbers: held-out test books, seeds
+Tiers: `smoke` (tiny, answers capped at 16 tokens, inside the test suite), `report` (the committed numbers: held-out test books, seeds
 from 0; its trials are only ever measured) and `dev` (the report's grid on the validation books with seeds
 from 10,000, and the other half of LoCoMo's questions: for tuning and probing). LoCoMo (`locomo`,
 `locomo_long`) brings its own histories and ignores `--lengths`: a row's `length` is its history's token
