@@ -208,3 +208,24 @@ def test_full_reads_up_to_the_models_own_window(tiny_base, tiny_qwen_base):
     trial = Trial("passkey", 10_000, 0.5, 0, "", "What is the pass key?", "1")
     hist = list(range(10_000))
     assert qwen.skip(hist, trial, 8) == "" and "> the model's 4096" in llama.skip(hist, trial, 8)
+
+
+def test_questions_on_one_history_share_one_ingest(tiny_base):
+    """LoCoMo asks many questions of one conversation: trials with the same history reuse the ingested
+    store, while each trial's own needles are the ones its recall is measured on."""
+    from dataclasses import replace
+
+    from megacontext.config import MegaConfig
+    from megacontext.eval import methods
+    from megacontext.tasks import make_trial
+
+    count = lambda text: len(tiny_base.tokenize(text))  # noqa: E731
+    first = make_trial("passkey", 700, 0.5, 0, count, "")
+    a, b = first.needles[0]
+    second = replace(first, seed=1, prompt="\n\nQuestion: what now?\nAnswer:", needles=((a, a + 4),))
+    methods._INGESTED.key = None
+    cfg = MegaConfig().with_budget(256)
+    path1, ingest1, spans1 = methods._INGESTED.get(tiny_base, cfg, first)
+    path2, ingest2, spans2 = methods._INGESTED.get(tiny_base, cfg, second)
+    assert (path1, ingest1) == (path2, ingest2) and spans1 != spans2
+    assert spans2 == second.needle_tokens(count) and spans1 == first.needle_tokens(count)

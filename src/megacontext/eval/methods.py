@@ -453,8 +453,8 @@ def focus_recall(focus: list[dict], spans: list[tuple[int, int]]) -> float | Non
 
 class _IngestCache:
     """The latest trial's history ingested once into a store that every MegaContext method copies (the
-    store does not depend on the focus policy or the budget); `ingest_s` is that one ingest's time and
-    `spans` the needles' token spans."""
+    store does not depend on the focus policy, the budget or the question: LoCoMo's questions on one
+    conversation share it); `ingest_s` is that one ingest's time and `spans` this trial's needles' token spans."""
 
     def __init__(self) -> None:
         self.key: tuple | None = None
@@ -465,7 +465,7 @@ class _IngestCache:
     def get(self, base: BaseModel, cfg: MegaConfig, trial: Trial) -> tuple[Path, float, list[tuple[int, int]]]:
         from megacontext.runtime import MegaContext
 
-        key = (id(base), trial.key, trial.history, cfg.gister, cfg.store)
+        key = (id(base), trial.history, cfg.gister, cfg.store)
         if key != self.key:
             if self.tmp is not None:
                 self.tmp.cleanup()
@@ -474,8 +474,8 @@ class _IngestCache:
                 t0 = time.perf_counter()
                 mc.append(trial.history)
                 self.ingest_s = time.perf_counter() - t0
-            self.spans = _NEEDLES.get(base, trial)
             self.key = key
+        self.spans = _NEEDLES.get(base, trial)
         return Path(self.tmp.name) / "s", self.ingest_s, self.spans
 
 
