@@ -386,3 +386,16 @@ def test_the_report_tier_refuses_to_run_without_the_test_books(monkeypatch):
     with pytest.raises(ValueError, match="report tier's haystacks are the held-out test books.*make data"):
         _haystack_book(required=True)
     assert _haystack_book() == load_book()
+
+
+def test_resume_refuses_a_file_of_another_models_rows(tmp_path):
+    """Rows record their model; adding another model's rows to the file would count them as done and mix the
+    tables. Rows older than the field are SmolLM2's (the default when they were written)."""
+    from megacontext.eval.bench import same_model
+
+    path = tmp_path / "report.jsonl"
+    same_model([{"model": "Qwen2.5-Coder-0.5B-Instruct"}], "Qwen2.5-Coder-0.5B-Instruct", path)  # same: fine
+    with pytest.raises(ValueError, match="holds rows of SmolLM2-135M-Instruct.*--model smollm2-135m"):
+        same_model([{"key": "old row"}], "Qwen2.5-Coder-0.5B-Instruct", path)
+    with pytest.raises(ValueError, match="Qwen2.5-Coder-0.5B-Instruct, not SmolLM2.*--model qwen2.5-coder-0.5b"):
+        same_model([{"model": "Qwen2.5-Coder-0.5B-Instruct"}, {}], "SmolLM2-135M-Instruct", path)

@@ -135,11 +135,12 @@ def test_every_policy_is_built_from_the_same_keywords():
     assert oracle[0] == EntryScore(50.25, 50.25) and oracle[1:] == recency[1:]
     assert make_policy("random", **kwargs).score(inp) == make_policy("random", seed=3).score(inp)
     assert make_policy("random", **kwargs).score(inp) != make_policy("random", seed=4).score(inp)
-    # `lensnet` names the rule stack for now; without a LensNet it runs its lexical match alone, and a
-    # LensNet checkpoint needs the base model.
-    assert FOCUS_POLICIES["lensnet"] is FOCUS_POLICIES["lexical"]
+    # `lexical` without a LensNet runs its lexical match alone; `lensnet` (the same rule stack for now) must
+    # have one; a LensNet checkpoint needs the base model.
+    assert make_policy("lexical", **kwargs).lens is None
+    with pytest.raises(ValueError, match="needs the base model"):
+        make_policy("lensnet", **kwargs)
     for name in ("lexical", "lensnet"):
-        assert make_policy(name, **kwargs).lens is None
         with pytest.raises(ValueError, match="needs the base model"):
             make_policy(name, **{**kwargs, "checkpoint": "lensnet.safetensors"})
 

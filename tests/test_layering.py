@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "gisters": _MODEL - {"sampling"},
     "focus": _MODEL - {"sampling"},
     "runtime": _SESSION - {"runtime", "substitution", "tasks", "locomo", "corpora", "data"},
-    "train": _SESSION,
+    "train": _SESSION - {"locomo"},  # LoCoMo is for evaluation only: never trained or labelled on
     "eval": _SESSION | {"prompts"},
     "demo": _SESSION | {"prompts"},
     "chat": _SESSION | {"prompts"},

@@ -157,6 +157,8 @@ def test_bench_skips_locomo_without_its_file_and_refuses_a_wrong_one(tmp_path, c
     (tmp_path / "bad.json").write_text("[]")
     with pytest.raises(ValueError, match="not a LoCoMo file"):
         _conversations(["locomo"], str(tmp_path / "bad.json"))
+    with pytest.raises(ValueError, match="no such file"):  # a path the user gave must exist
+        _conversations(["locomo"], str(tmp_path / "absent.json"), explicit=True)
 
 
 def test_bench_grades_evidence_recall_from_the_raw_spans(tmp_path):
@@ -172,7 +174,7 @@ def test_bench_grades_evidence_recall_from_the_raw_spans(tmp_path):
     row = grade(multi, Outcome("rag_bm25", text="A cat and the Boston marathon.", raw_spans=most_of_one), turns)
     assert row["evidence_recall"] == 0.5 and row["category"] == 1 and row["correct"] is True
     assert grade(multi, Outcome("x", text="cat", raw_spans=((0, 10**6),)), turns)["evidence_recall"] == 1.0
-    assert grade(multi, Outcome("x", text="cat"), turns)["evidence_recall"] is None  # no spans recorded
+    assert grade(multi, Outcome("x", text="cat"), turns)["evidence_recall"] == 0.0  # nothing raw: none seen
     assert grade(multi, Outcome("x", skipped="long"), turns) == {"f1": None, "correct": None, "category": 1,
                                                                   "evidence_recall": None}
 

@@ -351,9 +351,14 @@ CWE_QUESTION = "What are the 10 most common words in the above list?"
 CWE_PASS = 0.9  # a common-words answer counts as correct with 9 of the 10
 
 
+CWE_MAX_LENGTH = 600_000  # `_pseudo_words` makes at most 70² + 70³ words; cwe needs length / 2 of them
+
+
 def _pseudo_words(rng: random.Random, n: int) -> list[str]:
     """`n` distinct pronounceable made-up words (no word list needed; the task is counting, not meaning)."""
     onsets, vowels = "bdfgklmnprstvz", "aeiou"
+    if n > 70 ** 2 + 70 ** 3:
+        raise ValueError(f"{n:,} distinct made-up words asked for; at most {70 ** 2 + 70 ** 3:,} exist")
     words: dict[str, None] = {}
     while len(words) < n:
         words["".join(rng.choice(onsets) + rng.choice(vowels) for _ in range(rng.choice((2, 3))))] = None
@@ -371,6 +376,8 @@ def cwe(length: int, depth: float, seed: int, count: Counter, hay: Callable[[int
     tokens) and the rest seldom (3 times, once below 4k), after one worked example; the 10 are asked. No needle
     (aggregation: every part of the list counts); `depth` and `hay` are unused. Below ~800 tokens the example
     and the common words alone overshoot the length."""
+    if length > CWE_MAX_LENGTH:
+        raise ValueError(f"cwe: --lengths {length:,} is beyond its word pool ({CWE_MAX_LENGTH:,} tokens at most)")
     rng = random.Random(seed)
     small = length < 4096
     often, seldom = (6, 1) if small else (30, 3)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from megacontext import locomo as locomo_data
+from megacontext import models
 from megacontext.eval.methods import METHODS, Outcome, make_method
 from megacontext.tasks import TASKS, Trial, answer_share, completion_form, is_correct, make_trial, turns_recall
 
@@ -121,7 +122,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
             raise ValueError(f"--methods: unknown method {m!r}; choose from {sorted(METHODS)}")
     if budget is not None and budget < 64:
         raise ValueError(f"--budget must be at least 64, got {budget}")
-    conversations = _conversations(tasks, locomo)
+    conversations = _conversations(tasks, locomo, explicit=locomo is not None)
     if conversations is None:
         tasks = tuple(t for t in tasks if t not in locomo_data.TASKS)
     base = BaseModel.load(model)
@@ -132,6 +133,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     out.mkdir(parents=True, exist_ok=True)
     results = out / f"{tier}.jsonl"
     earlier = _read(results)
+    same_model(earlier, base.info.name, results)
     done = {(r["key"], r["budget"], r["method"]) for r in earlier}
     history_tokens = {r["key"]: r["tokens"] for r in earlier}
     synthetic = [t for t in tasks if t not in locomo_data.TASKS]
@@ -160,8 +162,11 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                 outcome: Outcome = runners[m].run(trial, b, min(max_new_tokens(task), spec.answer_cap or 10**6))
                 row = {"key": trial.key, "task": task, "length": length, "tokens": tokens, "budget": b,
                        "depth": depth, "seed": seed, "method": m, **asdict(outcome), "wall_s": time.perf_counter() - t0,
-                       **grade(trial, outcome, turns), "answer": trial.answer, "run": run_id, "commit": commit}
+                       **grade(trial, outcome, turns), "answer": trial.answer, "model": base.info.name,
+                       "run": run_id, "commit": commit}
                 row.pop("raw_spans", None)  # long for token dropping; the recalls above hold what they say
+                if task in locomo_data.TASKS:  # LoCoMo's gold answers stay in its file (CC BY-NC), not in ours
+                    row.pop("answer")
                 if not outcome.skipped and m != "full" and outcome.rows > b:
                     raise AssertionError(f"{m} used {outcome.rows} rows > budget {b}")
                 log.write(json.dumps(row) + "\n")
@@ -180,8 +185,8 @@ def grade(trial: Trial, outcome: Outcome, turns: list[tuple[int, int]] | None = 
     if trial.task in locomo_data.TASKS:
         out = locomo_data.grade(trial, outcome.text) if answered else {"f1": None, "correct": None,
                                                                        "category": trial.meta["category"]}
-        raw = getattr(outcome, "raw_spans", ())
-        out["evidence_recall"] = turns_recall(turns or [], raw) if raw and not outcome.skipped else None
+        # nothing raw counts as 0 (a method that kept nothing); a skipped run records nothing
+        out["evidence_recall"] = None if outcome.skipped else turns_recall(turns or [], outcome.raw_spans)
         return out
     out = {"correct": is_correct(trial, outcome.text) if answered else None}
     if answered and "answers" in trial.meta:
@@ -189,17 +194,33 @@ def grade(trial: Trial, outcome: Outcome, turns: list[tuple[int, int]] | None = 
     return out
 
 
-def _conversations(tasks, path: str | None) -> list | None:
+def _conversations(tasks, path: str | None, explicit: bool = False) -> list | None:
     """The LoCoMo file's conversations when a LoCoMo task is asked for; None (and one line saying so) when the
-    file is absent; `ValueError` when it is not a LoCoMo file."""
+    file is absent; `ValueError` when it is not a LoCoMo file, or when `explicit` (the user named `path`) and
+    it is absent."""
     wanted = [t for t in tasks if t in locomo_data.TASKS]
     if not wanted:
         return []
     where = Path(path) if path else DEFAULT_LOCOMO
+    if explicit and not where.is_file():
+        raise ValueError(f"--locomo {path}: no such file")
     if not where.is_file():
         print(f"bench: no LoCoMo file at {where} (pass --locomo PATH); skipping {', '.join(wanted)}")
         return None
     return locomo_data.load(where)
+
+
+OLD_ROWS_MODEL = "SmolLM2-135M-Instruct"  # rows written before the model was recorded (the default until session 10)
+
+
+def same_model(rows: list[dict], model: str, results: Path) -> None:
+    """Refuse to add one model's rows to a file of another model's: a resumed run would count the other
+    model's rows as done and the tables would mix models."""
+    theirs = sorted({r.get("model", OLD_ROWS_MODEL) for r in rows} - {model})
+    if theirs:
+        key = next((spec.key for spec in map(models.by_name, theirs) if spec), None)
+        hint = f"pass --model {key}" if key else "pass that model"
+        raise ValueError(f"{results} holds rows of {', '.join(theirs)}, not {model}: {hint} or another --out")
 
 
 def same_trial(history_tokens: dict[str, int], key: str, tokens: int, results: Path) -> None:
@@ -466,7 +487,7 @@ def report(results: Path, out: Path) -> None:
         head += (f"\n\n**Warning**: {len(mixed)} trials have rows of different history lengths (another task "
                  f"generator or model), e.g. {', '.join(mixed[:3])}: remove the stale rows and rerun them.")
     if stem in TIERS:
-        cells, short = coverage(rows, stem)
+        cells, short = coverage(rows, stem, methods=tuple(m for m in METHODS if any(r["method"] == m for r in rows)))
         head += f"\n\nCells at the {stem} tier's trials: {cells - len(short)} of {cells}"
         head += (". Short: " + "; ".join(short) + ".") if short else " (complete)."
     head += ("\n\nAt a glance (accuracy; doc NLL in nats/token, lower is better; the best baseline among "

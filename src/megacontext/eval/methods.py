@@ -376,11 +376,11 @@ class TokenDrop(Method):
 
     def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
         super().__init__(base, name, **kwargs)
-        self._memo: tuple[str, int, np.ndarray] | None = None  # the last trial's surprisal (shared by budgets)
+        self._memo: tuple[str, int, np.ndarray] | None = None  # the last history's surprisal (budgets, questions)
 
     def choose(self, hist, room, trial):
-        if self._memo is None or self._memo[:2] != (trial.key, len(hist)):
-            self._memo = (trial.key, len(hist), self.surprisal(hist))
+        if self._memo is None or self._memo[:2] != (trial.history, len(hist)):  # LoCoMo's questions share one
+            self._memo = (trial.history, len(hist), self.surprisal(hist))
         return runs(np.sort(np.argsort(-self._memo[2], kind="stable")[:room]))
 
     @torch.no_grad()

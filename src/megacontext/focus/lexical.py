@@ -108,7 +108,16 @@ def _lexical(args) -> LexicalFocus:
     return LexicalFocus(args.base, args.checkpoint, args.config)
 
 
+def _lensnet(args) -> LexicalFocus:
+    """The same rule stack, but a LensNet it must have (rows labelled `mc_lensnet` never run without one)."""
+    from megacontext.nets.lensnet import packaged_checkpoint
+
+    if args.checkpoint is None and (args.base is None or packaged_checkpoint(args.base.info.name) is None):
+        LensNetScorer(args.base, args.checkpoint)  # raises the one-line error naming what is missing
+    return _lexical(args)
+
+
 register("lexical", _lexical)
 # `lensnet` names the same rule stack for now (the bench's `mc_lensnet`, existing stores and flags use it);
 # issue 20 makes it the pure learned policy.
-register("lensnet", _lexical)
+register("lensnet", _lensnet)
