@@ -243,3 +243,24 @@ def test_question_target_outranks_pinned_prefix_when_both_do_not_fit(tmp_path, t
         assert answer.rows_used <= 56
         raw = {e.index for e in mc.current.entries if e.level == 0}
         assert (needle[0] // 8 in raw) == needle_raw
+
+
+def test_a_store_opens_with_the_registry_model_it_was_built_with(tmp_path, tiny_base, monkeypatch):
+    """No --model: an existing store loads the registry model named in its header (a store made before the
+    default changed keeps its model); a new store gets the default; an explicit model wins."""
+    from megacontext import models
+    from megacontext.base import BaseModel
+
+    spec = replace(models.get("smollm2-135m"), key="tiny-registered", name=tiny_base.info.name)
+    monkeypatch.setitem(models.REGISTRY, spec.key, spec)
+    asked = []
+    monkeypatch.setattr(BaseModel, "load", classmethod(lambda cls, model=None, **kw: asked.append(model) or tiny_base))
+    with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
+        mc.append(TEXT)
+    with MegaContext.open(tmp_path / "s", config=config()):
+        pass
+    with MegaContext.open(tmp_path / "s", config=config(), model="other"):
+        pass
+    with MegaContext.open(tmp_path / "new", config=config(), create=True):
+        pass
+    assert asked == ["tiny-registered", "other", None]
