@@ -487,7 +487,7 @@ def is_correct(trial: Trial, text: str) -> bool:
 
 
 # --- what the model saw raw ---------------------------------------------------------------------
-def _inside(span: tuple[int, int], raw: tuple[tuple[int, int], ...]) -> int:
+def covered(span: tuple[int, int], raw: tuple[tuple[int, int], ...]) -> int:
     """Tokens of `span` inside `raw` (disjoint token ranges)."""
     a, b = span
     return sum(max(0, min(b, rb) - max(a, ra)) for ra, rb in raw)
@@ -496,4 +496,4 @@ def _inside(span: tuple[int, int], raw: tuple[tuple[int, int], ...]) -> int:
 def turns_recall(turns: list[tuple[int, int]], raw: tuple[tuple[int, int], ...]) -> float | None:
     """Share of `turns` (token ranges) the model saw raw (`raw`: disjoint token ranges, an Outcome's `raw_spans`),
     a turn counting when more than half its tokens were; None without turns."""
-    return sum(2 * _inside(t, raw) > t[1] - t[0] for t in turns) / len(turns) if turns else None
+    return sum(2 * covered(t, raw) > t[1] - t[0] for t in turns) / len(turns) if turns else None

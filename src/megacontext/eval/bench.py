@@ -24,7 +24,7 @@ from pathlib import Path
 
 from megacontext import locomo as locomo_data
 from megacontext import models
-from megacontext.eval.methods import METHODS, Outcome, make_method
+from megacontext.eval.methods import METHODS, Outcome, make_method, needle_spans
 from megacontext.tasks import TASKS, Trial, answer_share, completion_form, is_correct, make_trial, turns_recall
 
 # Every method once: `mc_lensnet` names the policy that `megacontext` already uses for the default model.
@@ -156,7 +156,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                 last = (trial.history, count(trial.history))  # a 128k history takes a while to tokenise
             tokens = last[1]
             same_trial(history_tokens, trial.key, tokens, results)
-            turns = trial.needle_tokens(count) if trial.task in locomo_data.TASKS else []  # evidence turns
+            turns = needle_spans(base, trial) if trial.task in locomo_data.TASKS else []  # evidence turns
             for m in missing:
                 t0 = time.perf_counter()
                 outcome: Outcome = runners[m].run(trial, b, min(max_new_tokens(task), spec.answer_cap or 10**6))
@@ -487,7 +487,8 @@ def report(results: Path, out: Path) -> None:
         head += (f"\n\n**Warning**: {len(mixed)} trials have rows of different history lengths (another task "
                  f"generator or model), e.g. {', '.join(mixed[:3])}: remove the stale rows and rerun them.")
     if stem in TIERS:
-        cells, short = coverage(rows, stem, methods=tuple(m for m in METHODS if any(r["method"] == m for r in rows)))
+        present = {r["method"] for r in rows}
+        cells, short = coverage(rows, stem, methods=tuple(m for m in METHODS if m in present))
         head += f"\n\nCells at the {stem} tier's trials: {cells - len(short)} of {cells}"
         head += (". Short: " + "; ".join(short) + ".") if short else " (complete)."
     head += ("\n\nAt a glance (accuracy; doc NLL in nats/token, lower is better; the best baseline among "

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.sampling import StopRule, decode
-from megacontext.tasks import Trial
+from megacontext.tasks import Trial, covered
 
 CHUNK = 64  # retrieval chunk size in tokens
 MODEL_WINDOW = 8192  # `full`'s window where the model records none (ModelInfo.max_positions == 0)
@@ -100,8 +100,7 @@ def span_recall(raw: Sequence[Span], needles: Sequence[Span]) -> float | None:
     """Share of the needles' tokens inside the `raw` spans; None when there is no needle."""
     raw, needles = merge(raw), merge(needles)
     total = sum(b - a for a, b in needles)
-    hit = sum(max(0, min(b, rb) - max(a, ra)) for a, b in needles for ra, rb in raw)
-    return hit / total if total else None
+    return sum(covered(n, raw) for n in needles) / total if total else None
 
 
 class _NeedleSpans:
@@ -121,6 +120,11 @@ class _NeedleSpans:
 
 
 _NEEDLES = _NeedleSpans()
+
+
+def needle_spans(base: BaseModel, trial: Trial) -> list[Span]:
+    """`trial`'s needles as token spans of its history, counted once per trial for every method and the bench."""
+    return _NEEDLES.get(base, trial)
 
 
 def model_window(base: BaseModel) -> int:
@@ -439,10 +443,10 @@ class MegaContextMethod:
         self.last_focus = ans.focus
         moves = [len(p["moves"]) for p in ans.plans]
         raw = merge((r["start"], min(r["end"], n)) for r in ans.focus if r["level"] == 0)
+        recall = span_recall(raw, spans)  # the needles lie in the history: cutting runs at its end changes nothing
         return Outcome(self.name, text=ans.text, rows=ans.rows_used, ingest_s=ingest_s, answer_s=t2 - t1,
                        rounds=len(moves), swap_rate=sum(moves) / len(moves) if moves else 0.0,
-                       focus_recall=focus_recall(ans.focus, spans), raw_spans=raw,
-                       needle_recall=span_recall(raw, spans))
+                       focus_recall=recall, raw_spans=raw, needle_recall=recall)
 
 
 def focus_recall(focus: list[dict], spans: list[tuple[int, int]]) -> float | None:
