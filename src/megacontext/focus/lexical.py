@@ -20,6 +20,13 @@ from megacontext.focus.lensnet import LensNetScorer, features
 LEXICAL_QUERY_TOKENS = 64  # the question's newest tokens read without a LensNet (LensNet's own window)
 
 
+def has_lensnet(base, checkpoint: str | None) -> bool:
+    """A LensNet to read: the `checkpoint` given, or the one packaged for `base`."""
+    from megacontext.nets.lensnet import packaged_checkpoint
+
+    return checkpoint is not None or (base is not None and packaged_checkpoint(base.info.name) is not None)
+
+
 class LexicalFocus:
     """Scores for a question: LensNet's predicted gain/loss per entry, lifted by its relevance and by the
     lookahead bonus of the best L1 block the entry covers.
@@ -39,10 +46,7 @@ class LexicalFocus:
 
     def __init__(self, base=None, checkpoint: str | None = None, config: FocusConfig = FocusConfig(),
                  lookahead: bool = True, lens: bool = True) -> None:
-        from megacontext.nets.lensnet import packaged_checkpoint
-
-        has_net = checkpoint is not None or (base is not None and packaged_checkpoint(base.info.name) is not None)
-        self.lens = LensNetScorer(base, checkpoint) if lens and has_net else None
+        self.lens = LensNetScorer(base, checkpoint) if lens and has_lensnet(base, checkpoint) else None
         self.config = config
         self.lookahead = lookahead
         self._scan_key: tuple | None = None
@@ -110,9 +114,7 @@ def _lexical(args) -> LexicalFocus:
 
 def _lensnet(args) -> LexicalFocus:
     """The same rule stack, but a LensNet it must have (rows labelled `mc_lensnet` never run without one)."""
-    from megacontext.nets.lensnet import packaged_checkpoint
-
-    if args.checkpoint is None and (args.base is None or packaged_checkpoint(args.base.info.name) is None):
+    if not has_lensnet(args.base, args.checkpoint):
         LensNetScorer(args.base, args.checkpoint)  # raises the one-line error naming what is missing
     return _lexical(args)
 
