@@ -242,7 +242,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     lengths = [int(x) for x in split(args.lengths)] if args.lengths else None
     path = run(args.tier, split(args.tasks), split(args.methods), lengths, args.budget, args.out, args.model,
-               progress=not args.quiet, trials=args.trials, locomo=args.locomo)
+               progress=not args.quiet, trials=args.trials, locomo=args.locomo, device=args.device)
     print(path.with_suffix(".md").read_text())
     print(f"results: {path} (resumable: rerun the same command to continue)")
 
@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trials per cell instead of the tier's (report: 20, passkey 50; LoCoMo: questions per "
                         "conversation); fewer for a quick look")
     p.add_argument("--out", default="docs/bench", metavar="DIR")
-    add_job(p, device=False)
+    add_job(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("prepare-model", help="Fetch, verify and convert a named model once (done by `make`).",

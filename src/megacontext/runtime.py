@@ -502,7 +502,7 @@ class MegaContext:
             wc, _ = self.refocus(wc, budget - len(ids), self.config.allocator.max_rounds, "score", query,
                                  trace=lambda line: None)  # scoring is a read: no trace
         with timer("forward"):
-            cont = torch.tensor(ids)
+            cont = torch.tensor(ids, device=self.base.device)  # the targets meet the logits there
             keep = len(ids) + (1 if wc.cost else 0)  # only rows that predict a continuation token
             logits = self.base.forward(*self.inputs(wc, extra=self.base.embed(cont)), logits_to_keep=keep)[0]
             if wc.cost == 0:  # empty history: the first token has no prediction

@@ -102,14 +102,16 @@ def grid(tier: Tier, tasks, lengths, budget: int | None):
 
 def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int | None = None,
         out_dir: str = "docs/bench", model: str | None = None, progress: bool = True, book: str | None = None,
-        trials: int | None = None, locomo: str | None = None) -> Path:
+        trials: int | None = None, locomo: str | None = None, device: str | None = None) -> Path:
     """Run (or resume) a tier; `trials` sets the trials per cell (see `tier_spec`), LoCoMo's questions per
-    conversation; `locomo` is the LoCoMo file (default `DEFAULT_LOCOMO`; absent: its tasks are skipped)."""
+    conversation; `locomo` is the LoCoMo file (default `DEFAULT_LOCOMO`; absent: its tasks are skipped);
+    `device` (default cpu) is where the base model, and so every method, runs (`check_device`)."""
     import torch
     from tqdm import tqdm
 
     from megacontext.base import BaseModel
 
+    device = check_device(device)
     spec = tier_spec(tier, trials)
     tasks = tuple(tasks or spec.tasks)
     methods = tuple(methods or DEFAULT_METHODS)
@@ -125,7 +127,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     conversations = _conversations(tasks, locomo, explicit=locomo is not None)
     if conversations is None:
         tasks = tuple(t for t in tasks if t not in locomo_data.TASKS)
-    base = BaseModel.load(model)
+    base = BaseModel.load(model, device=device)
     book = book or _haystack_book(required=tier != "smoke", tier=tier)
     count = lambda text: len(base.tokenize(text))  # noqa: E731
     runners = {m: make_method(m, base) for m in methods}
@@ -163,7 +165,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                 row = {"key": trial.key, "task": task, "length": length, "tokens": tokens, "budget": b,
                        "depth": depth, "seed": seed, "method": m, **asdict(outcome), "wall_s": time.perf_counter() - t0,
                        **grade(trial, outcome, turns), "answer": trial.answer, "model": base.info.name,
-                       "run": run_id, "commit": commit}
+                       "device": base.device.type, "run": run_id, "commit": commit}
                 row.pop("raw_spans", None)  # long for token dropping; the recalls above hold what they say
                 if task in locomo_data.TASKS:  # LoCoMo's gold answers stay in its file (CC BY-NC), not in ours
                     row.pop("answer")
@@ -174,6 +176,25 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                 bar.update(1)
     report(results, out)
     return results
+
+
+def check_device(device: str | None) -> str:
+    """`--device` checked before the model loads: "cpu" (the default) or a CUDA device ("cuda", "cuda:1") that
+    this machine has. Every method runs where the base model is (tensors are made on `base.device`)."""
+    import torch
+
+    device = device or "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device!r}: choose cpu or cuda (cuda:N for another GPU)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(f"--device {device}: no CUDA device here (torch {torch.__version__}, {build}); "
+                         "run on a GPU machine or pass --device cpu")
+    return device
 
 
 def grade(trial: Trial, outcome: Outcome, turns: list[tuple[int, int]] | None = None) -> dict:

@@ -154,7 +154,7 @@ def greedy(base: BaseModel, ids: list[int], max_new_tokens: int, stop: str | Seq
 def continuation_nll(base: BaseModel, context: list[int], cont: list[int]) -> float:
     ids = torch.tensor(context + cont)
     logits = base.forward(base.embed(ids)[None], torch.arange(len(ids))[None], logits_to_keep=len(cont) + 1)[0]
-    return F.cross_entropy(logits[:-1].float(), torch.tensor(cont)).item()
+    return F.cross_entropy(logits[:-1].float(), torch.tensor(cont, device=base.device)).item()
 
 
 class Method:
@@ -393,10 +393,10 @@ class TokenDrop(Method):
         surprisal[0] = math.inf  # the first token has no prediction: keep it
         for lo in range(0, len(hist), self.window):
             start, end = max(0, lo - self.carry), min(len(hist), lo + self.window)
-            ids = torch.tensor(hist[start:end])
+            ids = torch.tensor(hist[start:end], device=self.base.device)
             logits = self.base.forward(self.base.embed(ids)[None], torch.arange(len(ids))[None])[0]
             # row i predicts token start + 1 + i
-            s = -F.log_softmax(logits[:-1].float(), dim=-1).gather(1, ids[1:, None])[:, 0].numpy()
+            s = -F.log_softmax(logits[:-1].float(), dim=-1).gather(1, ids[1:, None])[:, 0].cpu().numpy()
             js = np.arange(max(lo, 1), end)
             surprisal[js] = s[js - start - 1]
         return surprisal
