@@ -415,9 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="All methods side by side on seeded long-context tasks (resumable).",
                        description="All methods side by side on seeded long-context tasks (resumable).")
-    p.add_argument("--tier", default="smoke", choices=["smoke", "dev", "report"],
-                   help="smoke (tiny), report (the committed numbers: test books, seeds from 0; only ever measured) "
-                        "or dev (the report's grid on the validation books, seeds from 10,000: for tuning and probing)")
+    p.add_argument("--tier", default="smoke", choices=["smoke", "dev", "report", "light"],
+                   help="smoke (tiny), report (the committed numbers: test books, seeds from 0; only ever measured), "
+                        "dev (the report's grid on the validation books, seeds from 10,000: for tuning and probing) or "
+                        "light (for the slower model: the question tasks at 1k/8k/32k/128k, W=1,024, 20 trials, every "
+                        "same-budget method; report trials, rows in report.jsonl)")
     p.add_argument("--tasks", metavar="LIST",
                    help="comma-separated tasks (default: the tier's; the natural-question forms, passkey_q etc., "
                         "paraphrase, multivalue, multiquery, uuid_uuid, cwe, locomo and locomo_long only when named)")

@@ -50,16 +50,28 @@ class Tier:
     split: str = "test"  # the books the haystacks come from
     seed0: int = 0  # the first seed of every cell
     answer_cap: int | None = None  # at most this many new tokens per answer (the smoke tier checks plumbing only)
+    methods: tuple[str, ...] | None = None  # the methods run by default (None: `DEFAULT_METHODS`)
+    rows: str = ""  # the rows file's stem where it is another tier's (light: report's), "" for the tier's own
 
 
 # The tiers' tasks are pinned (the committed report's cells); the natural-question forms (`passkey_q`, …)
 # run when named with --tasks.
 TIER_TASKS = ("passkey", "passkey_book", "multikey", "uuid_kv", "vartrack", "doc_nll")
+# The issue-18 tasks (LoCoMo, paraphrased facts, RULER's four) and the question forms of the retrieval tasks
+QUESTION_TASKS = ("locomo", "locomo_long", "paraphrase", "multivalue", "multiquery", "uuid_uuid", "cwe", "passkey_q",
+                  "passkey_book_q", "multikey_q", "uuid_kv_q", "vartrack_q")
+# Every method answering from the same W rows: the full-context ceiling is not one (`--methods full` adds it)
+SAME_BUDGET = tuple(m for m in DEFAULT_METHODS if m != "full")
 TIERS = {
     "smoke": Tier(TIER_TASKS, (600,), (256,), 1, 1, (256,), answer_cap=16),
     "report": Tier(TIER_TASKS, (1000, 4000, 8000, 32000, 128000), (1024,), 20, 50, (256, 1024)),
 }
 TIERS["dev"] = replace(TIERS["report"], split="validation", seed0=10_000)
+# For the slower model (Qwen2.5-0.5B on CPU cores): the question tasks at four lengths, W = 1,024, 20 trials a
+# cell. Its trials are the report tier's (same seeds and depths, measured only) and its rows go to report.jsonl:
+# a light run and a report run of the same --out resume each other.
+TIERS["light"] = replace(TIERS["report"], tasks=QUESTION_TASKS, lengths=(1000, 8000, 32000, 128000), budgets=(1024,),
+                         passkey_trials=20, passkey_budgets=(1024,), methods=SAME_BUDGET, rows="report")
 
 
 def max_new_tokens(task: str) -> int:
@@ -114,7 +126,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     device = check_device(device)
     spec = tier_spec(tier, trials)
     tasks = tuple(tasks or spec.tasks)
-    methods = tuple(methods or DEFAULT_METHODS)
+    methods = tuple(methods or spec.methods or DEFAULT_METHODS)
     lengths = tuple(lengths or spec.lengths)
     for t in tasks:
         if t not in TASKS:
@@ -133,7 +145,7 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     runners = {m: make_method(m, base) for m in methods}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = out / f"{tier}.jsonl"
+    results = out / f"{spec.rows or tier}.jsonl"
     earlier = _read(results)
     same_model(earlier, base.info.name, results)
     done = {(r["key"], r["budget"], r["method"]) for r in earlier}
@@ -143,11 +155,12 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     for task in (t for t in tasks if t in locomo_data.TASKS):
         for t in locomo_data.trials(conversations, task, spec.trials, count, dev=spec.split == "validation"):
             work += [((task, t.length, b, t.seed, t.depth), t) for b in ((budget,) if budget else spec.budgets)]
-    todo = sum(1 for c, _ in work for m in methods if (_key(c), c[2], m) not in done)
+    left = [(c, m) for c, _ in work for m in methods if (_key(c), c[2], m) not in done]
+    print(plan(tier, work, methods, left, earlier))
     # Latency ratios pair rows of one run only: runs differ in threads and in what shares the cores.
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{torch.get_num_threads()}t"
     commit = _commit()
-    with open(results, "a") as log, tqdm(total=todo, desc=f"bench {tier}", unit="run", disable=not progress) as bar:
+    with open(results, "a") as log, tqdm(total=len(left), desc=f"bench {tier}", unit="run", disable=not progress) as bar:
         last: tuple[str, int] = ("", 0)  # LoCoMo's questions share a history: tokenise it once
         for (task, length, b, seed, depth), given in work:
             missing = [m for m in methods if (_key((task, length, b, seed, depth)), b, m) not in done]
@@ -176,6 +189,24 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                 bar.update(1)
     report(results, out)
     return results
+
+
+def plan(tier: str, work: list, methods: tuple[str, ...], left: list, earlier: list[dict]) -> str:
+    """One line before a run: trials (per task), runs (trials × methods) and how many are `left` (cell, method);
+    with `earlier` rows, the time those left take at the median wall time of rows of the same method and length."""
+    per_task: dict[str, int] = defaultdict(int)
+    for (task, *_), _ in work:
+        per_task[task] += 1
+    text = (f"bench {tier}: {len(work):,} trials ({', '.join(f'{t} {n}' for t, n in per_task.items())}) × "
+            f"{len(methods)} methods = {len(work) * len(methods):,} runs, {len(left):,} to do")
+    walls: dict = defaultdict(list)
+    for r in earlier:
+        walls[(r["method"], r["length"])].append(r.get("wall_s", 0.0))
+    known = [statistics.median(walls[(m, c[1])]) for c, m in left if walls.get((m, c[1]))]
+    if known:
+        text += (f"; ≈ {sum(known) / 3600:.1f} h for the {len(known):,} of them whose method and length have rows here "
+                 "(median wall time)")
+    return text
 
 
 def check_device(device: str | None) -> str:
@@ -297,7 +328,8 @@ def coverage(rows: list[dict], tier: str, methods=DEFAULT_METHODS) -> tuple[int,
     token dropping beyond 32k — and those with fewer answered trials than the tier asks: (cells, shortfalls)."""
     spec = TIERS[tier]
     need: dict = defaultdict(int)  # trials per (task, length, budget), as the tier's grid runs them
-    for task, length, b, _, _ in grid(spec, spec.tasks, spec.lengths, None):
+    synthetic = [t for t in spec.tasks if t not in locomo_data.TASKS]  # LoCoMo: its own lengths and table
+    for task, length, b, _, _ in grid(spec, synthetic, spec.lengths, None):
         need[(task, length, b)] += 1
     have: dict = defaultdict(int)
     for r in rows:
@@ -507,11 +539,14 @@ def report(results: Path, out: Path) -> None:
     if mixed := mixed_trials(rows):
         head += (f"\n\n**Warning**: {len(mixed)} trials have rows of different history lengths (another task "
                  f"generator or model), e.g. {', '.join(mixed[:3])}: remove the stale rows and rerun them.")
-    if stem in TIERS:
-        present = {r["method"] for r in rows}
-        cells, short = coverage(rows, stem, methods=tuple(m for m in METHODS if m in present))
-        head += f"\n\nCells at the {stem} tier's trials: {cells - len(short)} of {cells}"
-        head += (". Short: " + "; ".join(short) + ".") if short else " (complete)."
+    present, tasks = {r["method"] for r in rows}, {r["task"] for r in rows}
+    for name, spec in TIERS.items():  # the tiers writing this file (report's: report and light) whose tasks ran
+        if (spec.rows or name) != stem or not tasks & set(spec.tasks):
+            continue
+        cells, short = coverage(rows, name, methods=tuple(m for m in spec.methods or METHODS if m in present))
+        head += f"\n\nCells at the {name} tier's trials: {cells - len(short)} of {cells}"
+        more = f"; and {len(short) - 12} more" if len(short) > 12 else ""
+        head += (". Short: " + "; ".join(short[:12]) + more + ".") if short else " (complete)."
     head += ("\n\nAt a glance (accuracy; doc NLL in nats/token, lower is better; the best baseline among "
              f"{', '.join(BASELINES)} is named):\n\n" + headline(table))
     if chat := locomo_table(rows):
