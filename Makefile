@@ -48,9 +48,11 @@ bench-foundation: model-small
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis
 
-# Offline corpora for training and evaluation (git-ignored under data/corpora).
+# Offline corpora for training and evaluation (git-ignored under data/corpora): the books by default;
+# `make data DATA_SOURCES=all` adds the training mix (docs/data.md).
+DATA_SOURCES ?= books
 data: setup
-	$(BIN)/megacontext data fetch
+	$(BIN)/megacontext data fetch --sources $(DATA_SOURCES)
 
 # GistNet training run (resumable: rerun the same command to continue runs/gistnet).
 train-gistnet: model-small data
