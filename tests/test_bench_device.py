@@ -140,7 +140,8 @@ def test_rows_are_the_same_with_and_without_device_cpu(tiny_model_dir, tmp_path,
         path = run("smoke", tasks=("passkey", "doc_nll"), methods=("truncation", "rag_minilm", "token_drop",
                    "megacontext"), out_dir=str(tmp_path / out), model=str(tiny_model_dir), book=BOOK, progress=False,
                    **kw)
-        return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in path.read_text().splitlines()]
+        lines = path.read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
 
     default, cpu = rows("default"), rows("cpu", device="cpu")
     assert len(default) == 8 and default == cpu

@@ -57,3 +57,55 @@ def test_light_rows_are_report_rows_and_resume_each_other(tiny_model_dir, tmp_pa
     assert ("Cells at the light tier's trials: 0 of 80. Short: paraphrase 1,000 W=1024 truncation 0/20; "
             "paraphrase 1,000 W=1024 rag_minilm 0/20;") in md
     assert "and 68 more." in md and "report tier's trials" not in md  # no report-tier task ran
+
+
+def test_million_tier_is_pass_key_and_paraphrase_at_1m_for_the_methods_that_read_that_far():
+    spec = tier_spec("million")
+    assert spec.tasks == ("passkey_q", "paraphrase") and spec.lengths == (1_000_000,) and spec.costs
+    assert (spec.trials, spec.budgets, spec.split, spec.seed0, spec.rows) == (10, (1024,), "test", 0, "")
+    assert [c[3] for c in grid(spec, ["passkey_q"], spec.lengths, None)] == list(range(10))
+    assert set(spec.methods) == {"megacontext", "truncation", "truncation_pin", "sink_window", "rag_bm25",
+                                 "rag_bm25_pin", "rag_minilm", "rag_minilm_pin", "rag_hybrid", "rag_hybrid_pin"}
+    for m in spec.methods:  # none of them has a length limit
+        assert getattr(methods.METHODS[m], "max_length", None) is None, m
+
+
+def test_peak_rss_is_the_rows_own_high_water_mark():
+    import sys
+
+    from megacontext.eval.bench import PeakRSS
+
+    if not sys.platform.startswith("linux"):
+        assert PeakRSS().fields() == {"peak_rss_mib": None, "rss_before_mib": None}
+        return
+    big = bytearray(300 << 20)  # resident now, freed before the next row
+    big[::4096] = b"x" * len(big[::4096])
+    del big
+    rss = PeakRSS()  # the mark starts again from what is resident now
+    first = rss.fields()
+    assert first["peak_rss_mib"] < first["rss_before_mib"] + 150  # the 300 MiB of before do not count
+    held = bytearray(200 << 20)
+    held[::4096] = b"y" * len(held[::4096])
+    second = rss.fields()
+    assert second["peak_rss_mib"] >= first["rss_before_mib"] + 190
+    assert second["rss_before_mib"] == first["rss_before_mib"]
+    del held
+
+
+def test_the_costs_table_shows_ingest_latency_and_rss_beside_accuracy(tmp_path):
+    from megacontext.eval.bench import report
+
+    def row(method, seed, correct, peak, ingest):
+        return {"key": f"passkey_q|1000000|0.5|{seed}", "task": "passkey_q", "length": 1_000_000, "budget": 1024,
+                "method": method, "seed": seed, "depth": 0.5, "answer_s": 2.0 + seed, "ingest_s": ingest,
+                "rows": 1000, "correct": correct, "skipped": "", "needle_recall": 1.0 if correct else 0.0,
+                "peak_rss_mib": peak, "rss_before_mib": 900.0, "wall_s": 1.0}
+
+    rows = [row("megacontext", 0, True, 1500.0, 70.0), row("megacontext", 1, True, 1700.0, 72.0),
+            row("truncation", 0, False, 950.0, 0.0), row("truncation", 1, False, 960.0, 0.0)]
+    (tmp_path / "million.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report(tmp_path / "million.jsonl", tmp_path)
+    md = (tmp_path / "million.md").read_text()
+    assert "| passkey_q | 1,000,000 | 1024 | megacontext | 100% (2) | 1.00 | 71.0 | 2.50 | 1,700 | 900 |" in md
+    assert "| passkey_q | 1,000,000 | 1024 | truncation | 0% (2) | 0.00 | 0.0 | 2.50 | 960 | 900 |" in md
+    assert "Cells at the million tier's trials: 0 of 4" in md  # 2 tasks × the 2 methods present, 2 of 10 trials

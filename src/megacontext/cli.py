@@ -245,11 +245,18 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from megacontext.eval.bench import run
+    from megacontext.eval.bench import combine, run
 
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     lengths = [int(x) for x in split(args.lengths)] if args.lengths else None
-    path = run(args.tier, split(args.tasks), split(args.methods), lengths, args.budget, args.out, args.model,
+    if args.action == "report":
+        path = combine(args.folders, args.out, args.tier or "report")
+        print(path.read_text())
+        print(f"report: {path} (plots beside it, one set per model)")
+        return
+    if args.folders:
+        raise ValueError(f"bench: folders ({' '.join(args.folders)}) are for `megacontext bench report DIR …`")
+    path = run(args.tier or "smoke", split(args.tasks), split(args.methods), lengths, args.budget, args.out, args.model,
                progress=not args.quiet, trials=args.trials, locomo=args.locomo, device=args.device)
     print(path.with_suffix(".md").read_text())
     print(f"results: {path} (resumable: rerun the same command to continue)")
@@ -430,11 +437,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="All methods side by side on seeded long-context tasks (resumable).",
                        description="All methods side by side on seeded long-context tasks (resumable).")
-    p.add_argument("--tier", default="smoke", choices=["smoke", "dev", "report", "light"],
-                   help="smoke (tiny), report (the committed numbers: test books, seeds from 0; only ever measured), "
-                        "dev (the report's grid on the validation books, seeds from 10,000: for tuning and probing) or "
+    p.add_argument("action", nargs="?", default="run", choices=["run", "report"],
+                   help="run (default): run or resume a tier into --out; report DIR [DIR …]: one report of several "
+                        "models' output folders (a model column, plots per model) written to --out")
+    p.add_argument("folders", nargs="*", metavar="DIR", help="for report: output folders of `bench` runs")
+    p.add_argument("--tier", choices=["smoke", "dev", "report", "light", "million"],
+                   help="smoke (tiny; a run's default), report (`bench report`'s default; the committed numbers: "
+                        "test books, seeds from 0; only ever measured), "
+                        "dev (the report's grid on the validation books, seeds from 10,000: for tuning and probing), "
                         "light (for the slower model: the question tasks at 1k/8k/32k/128k, W=1,024, 20 trials, every "
-                        "same-budget method; report trials, rows in report.jsonl)")
+                        "same-budget method; report trials, rows in report.jsonl) or million (pass key and paraphrase "
+                        "at 1,000,000 tokens, 10 trials; rows record peak RSS beside ingest time and answer latency)")
     p.add_argument("--tasks", metavar="LIST",
                    help="comma-separated tasks (default: the tier's; the natural-question forms, passkey_q etc., "
                         "paraphrase, multivalue, multiquery, uuid_uuid, cwe, locomo and locomo_long only when named)")

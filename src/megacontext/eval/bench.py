@@ -24,7 +24,7 @@ from pathlib import Path
 
 from megacontext import locomo as locomo_data
 from megacontext import models
-from megacontext.eval.methods import METHODS, Outcome, make_method, needle_spans
+from megacontext.eval.methods import METHODS, Outcome, history_ids, make_method, needle_spans
 from megacontext.tasks import TASKS, Trial, answer_share, completion_form, is_correct, make_trial, turns_recall
 
 # Every method once: `mc_lensnet` names the policy that `megacontext` already uses for the default model.
@@ -52,6 +52,7 @@ class Tier:
     answer_cap: int | None = None  # at most this many new tokens per answer (the smoke tier checks plumbing only)
     methods: tuple[str, ...] | None = None  # the methods run by default (None: `DEFAULT_METHODS`)
     rows: str = ""  # the rows file's stem where it is another tier's (light: report's), "" for the tier's own
+    costs: bool = False  # rows record peak RSS (`PeakRSS`); the report shows ingest, latency and RSS beside accuracy
 
 
 # The tiers' tasks are pinned (the committed report's cells); the natural-question forms (`passkey_q`, …)
@@ -72,6 +73,12 @@ TIERS["dev"] = replace(TIERS["report"], split="validation", seed0=10_000)
 # a light run and a report run of the same --out resume each other.
 TIERS["light"] = replace(TIERS["report"], tasks=QUESTION_TASKS, lengths=(1000, 8000, 32000, 128000), budgets=(1024,),
                          passkey_trials=20, passkey_budgets=(1024,), methods=SAME_BUDGET, rows="report")
+# One million tokens: MegaContext and the baselines that can read that far (token dropping stops at 32k, full at
+# the model's window), report seeds on the test books; each row records its peak RSS.
+MILLION_METHODS = ("megacontext", "truncation", "truncation_pin", "sink_window", "rag_bm25", "rag_bm25_pin",
+                   "rag_minilm", "rag_minilm_pin", "rag_hybrid", "rag_hybrid_pin")
+TIERS["million"] = Tier(("passkey_q", "paraphrase"), (1_000_000,), (1024,), 10, 10, (1024,), methods=MILLION_METHODS,
+                        costs=True)
 
 
 def max_new_tokens(task: str) -> int:
@@ -160,19 +167,18 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
     # Latency ratios pair rows of one run only: runs differ in threads and in what shares the cores.
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{torch.get_num_threads()}t"
     commit = _commit()
-    with open(results, "a") as log, tqdm(total=len(left), desc=f"bench {tier}", unit="run", disable=not progress) as bar:
-        last: tuple[str, int] = ("", 0)  # LoCoMo's questions share a history: tokenise it once
+    bar = tqdm(total=len(left), desc=f"bench {tier}", unit="run", disable=not progress)
+    with open(results, "a") as log, bar:
         for (task, length, b, seed, depth), given in work:
             missing = [m for m in methods if (_key((task, length, b, seed, depth)), b, m) not in done]
             if not missing:
                 continue
             trial = given or make_trial(task, length, depth, seed, count, book)
-            if trial.history is not last[0]:
-                last = (trial.history, count(trial.history))  # a 128k history takes a while to tokenise
-            tokens = last[1]
+            tokens = len(history_ids(base, trial.history))  # once per history (LoCoMo's questions share one)
             same_trial(history_tokens, trial.key, tokens, results)
             turns = needle_spans(base, trial) if trial.task in locomo_data.TASKS else []  # evidence turns
             for m in missing:
+                rss = PeakRSS() if spec.costs else None
                 t0 = time.perf_counter()
                 outcome: Outcome = runners[m].run(trial, b, min(max_new_tokens(task), spec.answer_cap or 10**6))
                 row = {"key": trial.key, "task": task, "length": length, "tokens": tokens, "budget": b,
@@ -180,6 +186,8 @@ def run(tier: str = "smoke", tasks=None, methods=None, lengths=None, budget: int
                        **grade(trial, outcome, turns), "answer": trial.answer, "model": base.info.name,
                        "device": base.device.type, "run": run_id, "commit": commit}
                 row.pop("raw_spans", None)  # long for token dropping; the recalls above hold what they say
+                if rss is not None:
+                    row.update(rss.fields())
                 if task in locomo_data.TASKS:  # LoCoMo's gold answers stay in its file (CC BY-NC), not in ours
                     row.pop("answer")
                 if not outcome.skipped and m != "full" and outcome.rows > b:
@@ -204,9 +212,38 @@ def plan(tier: str, work: list, methods: tuple[str, ...], left: list, earlier: l
         walls[(r["method"], r["length"])].append(r.get("wall_s", 0.0))
     known = [statistics.median(walls[(m, c[1])]) for c, m in left if walls.get((m, c[1]))]
     if known:
-        text += (f"; ≈ {sum(known) / 3600:.1f} h for the {len(known):,} of them whose method and length have rows here "
-                 "(median wall time)")
+        text += (f"; ≈ {sum(known) / 3600:.1f} h for the {len(known):,} of them whose method and length have rows "
+                 "here (median wall time)")
     return text
+
+
+class PeakRSS:
+    """A row's peak resident memory, in one process that runs every row: Linux's high-water mark (VmHWM) is reset
+    when the row starts (`/proc/self/clear_refs` ← 5) and read when it ends, so `peak_rss_mib` is the most memory
+    resident while this row ran (the loaded model, the trial's history and what earlier rows left resident
+    included: `rss_before_mib` is the level it started from). Where the mark cannot be reset (not Linux) both are
+    None rather than a process-wide peak that no row owns."""
+
+    def __init__(self) -> None:
+        self.before = self._read("VmRSS")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.before = None
+
+    @staticmethod
+    def _read(field: str) -> float | None:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+        except OSError:
+            pass
+        return None
+
+    def fields(self) -> dict:
+        peak = self._read("VmHWM") if self.before is not None else None
+        return {"peak_rss_mib": peak, "rss_before_mib": self.before}
 
 
 def check_device(device: str | None) -> str:
@@ -403,6 +440,11 @@ def summarise(rows: list[dict]) -> dict:
             values = [r[name] for r in rs if r.get(name) is not None]
             if values:
                 entry[name] = statistics.mean(values)
+        peaks = [r["peak_rss_mib"] for r in rs if r.get("peak_rss_mib") is not None]
+        if peaks:  # the costs tiers' rows (million)
+            entry["peak_rss_mib"] = max(peaks)
+            entry["rss_before_mib"] = statistics.median(r["rss_before_mib"] for r in rs
+                                                        if r.get("rss_before_mib") is not None)
         rounds = [r["rounds"] for r in rs if r.get("rounds") is not None]
         if rounds:
             entry["rounds"] = statistics.median(rounds)
@@ -429,11 +471,12 @@ def _by_task_budget(table: dict) -> dict:
     return by
 
 
-def headline(table: dict) -> str:
+def headline(table: dict, lengths: list[int] | None = None) -> str:
     """One table for every task: megacontext, oracle focus, the whole history (`full`) and the best
-    same-budget baseline of each cell (named), per history length; n trials in brackets."""
+    same-budget baseline of each cell (named), per history length (`lengths`: the table's own by default);
+    n trials in brackets."""
     by = _by_task_budget(table)
-    lengths = sorted({ln for cells in by.values() for _, ln in cells})
+    lengths = lengths or sorted({ln for cells in by.values() for _, ln in cells})
     lines = ["| task, W | method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |",
              "|---|---|" + "---|" * len(lengths)]
     order = {t: i for i, t in enumerate(TASKS)}
@@ -488,6 +531,24 @@ def markdown(table: dict) -> str:
             parts += _grid(recall, lengths, cells,
                            lambda e: f"{e['needle_recall']:.2f}" if e and "needle_recall" in e else "–") + [""]
     return "\n".join(parts)
+
+
+def costs_table(table: dict) -> str:
+    """Accuracy beside what it cost, per cell whose rows recorded peak RSS (the million tier): median ingest time
+    (MegaContext: the history's one ingest; RAG: chunking and ranking), median answer latency, the highest peak RSS
+    of the cell's rows and the median RSS they started from (`PeakRSS`); "" when no cell has them."""
+    cells = sorted(((k.split("|"), e) for k, e in table.items() if "peak_rss_mib" in e),
+                   key=lambda ke: (ke[0][0], int(ke[0][1]), int(ke[0][2]), ke[0][3]))
+    if not cells:
+        return ""
+    lines = ["| task | N | W | method | accuracy (n) | needle recall | ingest s | answer s | peak RSS MiB | "
+             "RSS before MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (task, length, budget, method), e in cells:
+        recall = f"{e['needle_recall']:.2f}" if "needle_recall" in e else "–"
+        lines.append(f"| {task} | {int(length):,} | {budget} | {method} | {e.get('accuracy', 0):.0%} ({e['n']}) | "
+                     f"{recall} | {e['ingest_s']:.1f} | {e['answer_s']:.2f} | {e['peak_rss_mib']:,.0f} | "
+                     f"{e['rss_before_mib']:,.0f} |")
+    return "\n".join(lines)
 
 
 def locomo_table(rows: list[dict]) -> str:
@@ -549,6 +610,9 @@ def report(results: Path, out: Path) -> None:
         head += (". Short: " + "; ".join(short[:12]) + more + ".") if short else " (complete)."
     head += ("\n\nAt a glance (accuracy; doc NLL in nats/token, lower is better; the best baseline among "
              f"{', '.join(BASELINES)} is named):\n\n" + headline(table))
+    if costs := costs_table(table):
+        head += ("\n\nCosts (medians of ingest and answer seconds; peak RSS: the most resident while a row ran, "
+                 "the highest of the cell, beside the median level its rows started from):\n\n" + costs)
     if chat := locomo_table(rows):
         head += ("\n\nLoCoMo (chat memory; its own history lengths; F1 and correct as shares, n questions in brackets; "
                  "category 5 apart: does the answer decline?):\n\n" + chat)
@@ -557,6 +621,60 @@ def report(results: Path, out: Path) -> None:
         _plots(rows, table, out, stem)
     except ImportError:
         pass
+
+
+def combine(folders, out_dir: str | Path, tier: str = "report") -> Path:
+    """One report over the output folders of several models (`megacontext bench report DIR DIR …`): the at-a-glance
+    table with a model column, each model's LoCoMo, costs and detailed tables, and each model's plots
+    (`{stem}-{model}_*.png`), from each folder's rows of `tier` (its rows file: light's is report's). Folders of one
+    model are pooled (a row once per trial, budget and method); the rows files are only read, so each still holds
+    one model's rows. Returns the markdown file, `{stem}-models.md` under `out_dir`."""
+    stem = tier_spec(tier).rows or tier
+    by_model: dict[str, dict[tuple, dict]] = defaultdict(dict)
+    for folder in folders:
+        path = Path(folder) / f"{stem}.jsonl"
+        rows = _read(path)
+        if not rows:
+            raise ValueError(f"{path}: no rows (run `megacontext bench --tier {tier} --out {folder}` first)")
+        for r in rows:
+            by_model[r.get("model", OLD_ROWS_MODEL)].setdefault((r["key"], r["budget"], r["method"]), r)
+    if not by_model:
+        raise ValueError("bench report: name one or more output folders")
+    rows_of = {m: list(rs.values()) for m, rs in sorted(by_model.items())}
+    tables = {m: summarise(rs) for m, rs in rows_of.items()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}-models_summary.json").write_text(json.dumps(tables, indent=1) + "\n")
+    lengths = sorted({ln for t in tables.values() for (_, ln) in
+                      (cell for cells in _by_task_budget(t).values() for cell in cells)})
+    lines: list[str] = []
+    for model, table in tables.items():
+        part = headline(table, lengths).splitlines()
+        lines = lines or ["| model " + part[0], "|---" + part[1]]
+        lines += [f"| {model} " + line for line in part[2:]]
+    parts = [f"{len(tables)} models, the {tier} tier's rows of {', '.join(map(str, folders))}.",
+             "At a glance (accuracy; doc NLL in nats/token, lower is better; the best baseline among "
+             f"{', '.join(BASELINES)} is named):", "\n".join(lines)]
+    for model, table in tables.items():
+        parts += [f"## {model}", provenance(rows_of[model])]
+        if costs := costs_table(table):
+            parts += ["Costs (as in each folder's own report):", costs]
+        if chat := locomo_table(rows_of[model]):
+            parts += ["LoCoMo (F1 and correct as shares, n questions in brackets; category 5 apart):", chat]
+        parts.append(markdown(table))
+        try:
+            _plots(rows_of[model], table, out, f"{stem}-{_slug(model)}")
+        except ImportError:
+            pass
+    path = out / f"{stem}-models.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    return path
+
+
+def _slug(model: str) -> str:
+    """A model's registry key where it has one (smollm2-135m), else its name with path-safe characters only."""
+    spec = models.by_name(model)
+    return spec.key if spec else "".join(c if c.isalnum() or c in ".-" else "-" for c in model)
 
 
 def series(table: dict, task: str, budget: int, metric: str) -> dict[str, list[tuple[int, float]]]:

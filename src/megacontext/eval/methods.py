@@ -103,28 +103,33 @@ def span_recall(raw: Sequence[Span], needles: Sequence[Span]) -> float | None:
     return sum(covered(n, raw) for n in needles) / total if total else None
 
 
-class _NeedleSpans:
-    """The latest trial's needles as token spans: every method and budget of a trial shares one count (two
-    tokenisations of a history prefix per needle, seconds at 1M tokens)."""
+class _Latest:
+    """The value last made, by key: what every method and budget of one trial share, made once per trial
+    (tokenising a 1M-token history takes seconds)."""
 
     def __init__(self) -> None:
         self.key: tuple | None = None
-        self.spans: list[Span] = []
+        self.value = None
 
-    def get(self, base: BaseModel, trial: Trial) -> list[Span]:
-        key = (id(base), trial.key, trial.history, trial.needles)
+    def get(self, key: tuple, make: Callable[[], object]):
         if key != self.key:
-            self.spans = trial.needle_tokens(lambda text: len(base.tokenize(text)))
+            self.key, self.value = None, make()
             self.key = key
-        return self.spans
+        return self.value
 
 
-_NEEDLES = _NeedleSpans()
+_NEEDLES, _HISTORY = _Latest(), _Latest()
 
 
 def needle_spans(base: BaseModel, trial: Trial) -> list[Span]:
     """`trial`'s needles as token spans of its history, counted once per trial for every method and the bench."""
-    return _NEEDLES.get(base, trial)
+    return _NEEDLES.get((id(base), trial.key, trial.history, trial.needles),
+                        lambda: trial.needle_tokens(lambda text: len(base.tokenize(text))))
+
+
+def history_ids(base: BaseModel, history: str) -> list[int]:
+    """`base.tokenize(history)`, once per history for every method and the bench (do not modify the list)."""
+    return _HISTORY.get((id(base), history), lambda: base.tokenize(history))
 
 
 def model_window(base: BaseModel) -> int:
@@ -205,7 +210,7 @@ class Method:
 
     def run(self, trial: Trial, budget: int, max_new_tokens: int = 16) -> Outcome:
         base = self.base
-        hist = base.tokenize(trial.history)
+        hist = history_ids(base, trial.history)
         tail, room = self.tail_and_room(trial, budget, max_new_tokens)
         reason = self.skip(hist, trial, max_new_tokens)
         if reason:
@@ -215,7 +220,7 @@ class Method:
         kept = [t for a, b in spans for t in hist[a:b]]
         t1 = time.perf_counter()
         assert len(kept) <= max(room, 0) or self.name == "full", (self.name, len(kept), room)
-        seen = {"raw_spans": spans, "needle_recall": span_recall(spans, _NEEDLES.get(base, trial))}
+        seen = {"raw_spans": spans, "needle_recall": span_recall(spans, needle_spans(base, trial))}
         if trial.task == "doc_nll":
             nll = continuation_nll(base, kept, tail)
             return Outcome(self.name, nll=nll, rows=len(kept) + len(tail), ingest_s=t1 - t0,
@@ -479,7 +484,7 @@ class _IngestCache:
                 mc.append(trial.history)
                 self.ingest_s = time.perf_counter() - t0
             self.key = key
-        self.spans = _NEEDLES.get(base, trial)
+        self.spans = needle_spans(base, trial)
         return Path(self.tmp.name) / "s", self.ingest_s, self.spans
 
 
