@@ -184,6 +184,36 @@ class BaseModel:
         )
         return out.logits
 
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def hidden_states(self, ids: torch.Tensor, position_ids: torch.Tensor, layers: int) -> torch.Tensor:
+        """Token ids `[b, n]` at positions `[b, n]` → the residual stream after the first `layers` decoder
+        layers `[b, n, d]` (causal, no grad, before the final norm; `layers=0`: the input embeddings).
+
+        What a contextual GistNet reads (DESIGN §5 v2): a few of the LM's own layers, not all of them."""
+        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+        if not 0 <= layers <= self.num_layers:
+            raise ValueError(f"--context-layers {layers}: the model has {self.num_layers} layers")
+        inner, config = self.model.model, self.model.config
+        with torch.no_grad():
+            x = inner.embed_tokens(ids.long().to(self.device))
+            if layers == 0:
+                return x
+            position_ids = position_ids.to(self.device)
+            kwargs = {"config": config, "inputs_embeds": x, "cache": None, "position_ids": position_ids,
+                      "attention_mask": torch.ones(x.shape[:2], dtype=torch.long, device=self.device)}
+            masks = {"full_attention": create_causal_mask(**kwargs)}
+            if getattr(inner, "has_sliding_layers", False):
+                masks["sliding_attention"] = create_sliding_window_causal_mask(**kwargs)
+            kinds = getattr(config, "layer_types", None) or ["full_attention"] * self.num_layers
+            rope = inner.rotary_emb(x, position_ids)
+            for i, layer in enumerate(inner.layers[:layers]):
+                x = layer(x, attention_mask=masks[kinds[i]], position_embeddings=rope, position_ids=position_ids)
+        return x
+
     @staticmethod
     def crop_cache(cache, rows: int) -> None:
         """Keep only the first `rows` rows of a KV cache."""

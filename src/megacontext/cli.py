@@ -203,7 +203,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         path = train_gistnet(args.config, progress=not args.quiet, model=args.model, level=args.level,
                              l1_checkpoint=args.l1, device=args.device, init=args.init, steps=args.steps,
                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=args.out,
-                             time_budget_s=args.time_budget)
+                             time_budget_s=args.time_budget, context_layers=args.context_layers,
+                             context_window=args.context_window, recon_share=args.recon_share)
         print(f"GistNet checkpoint: {path} (+ its JSON card)")
     else:
         from megacontext.train.lensnet import train_lensnet
@@ -239,7 +240,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         from megacontext.eval.gist import run
 
         table = run(windows=args.windows, checkpoint=args.checkpoint, out_dir=args.out, seed=args.seed,
-                    model=args.model, progress=not args.quiet, device=args.device, batch=args.batch)
+                    model=args.model, progress=not args.quiet, device=args.device, batch=args.batch,
+                    ctx_checkpoint=args.ctx_checkpoint, split=args.split)
         if args.json:
             print(json.dumps(table, indent=1))
 
@@ -394,6 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1: L1 gists from tokens; 2: L2+ gists on top of the frozen L1 net given by --l1")
     p.add_argument("--l1", metavar="CHECKPOINT", help="trained L1 GistNet .safetensors (for --level 2)")
     p.add_argument("--init", metavar="CHECKPOINT", help="gistnet: start from these weights (fine-tuning)")
+    p.add_argument("--context-layers", type=int, metavar="L",
+                   help="gistnet: the contextual net, each block read through the LM's first L layers (0: bare "
+                        "embeddings; default 2 when --context-window is given)")
+    p.add_argument("--context-window", type=int, metavar="N",
+                   help="gistnet: a contextual block sees N … 2N − K tokens before it (default 256)")
+    p.add_argument("--recon-share", type=float, metavar="F",
+                   help="gistnet: share of steps that train reconstruction (the LM regenerates a block from its "
+                        "gist) instead of substitution (default 0)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -426,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["gist"])
     p.add_argument("--windows", type=int, default=500, help="held-out windows per case (default 500)")
     p.add_argument("--checkpoint", metavar="PATH", help="GistNet .safetensors (default: the packaged one, if any)")
+    p.add_argument("--ctx-checkpoint", metavar="PATH",
+                   help="a contextual GistNet .safetensors (train gistnet --context-layers), evaluated beside the others")
+    p.add_argument("--split", default="test", choices=["test", "validation"],
+                   help="held-out books: test (the committed figures, default) or validation (while developing)")
     p.add_argument("--out", default="docs", metavar="DIR", help="where gist_eval.{json,md,png} go (default docs)")
     p.add_argument("--seed", type=int, default=0)
     add_model(p)

@@ -42,7 +42,8 @@ _ITEM_BYTES = {0: 4, 1: 2, 2: 2, 3: 4}
 _NUMPY = {0: np.uint32, 1: np.float16, 2: np.uint16, 3: np.float32}
 
 # gist_fn(level, children) → gists. level 1: children are token ids [n, K] (uint32);
-# level ≥ 2: child gists [n, K, d] (float32). Returns float32 [n, d].
+# level ≥ 2: child gists [n, K, d] (float32). Returns float32 [n, d]. A gist_fn with `context_tokens` > 0 also
+# gets, at level 1, `left=` (up to that many tokens before the blocks) and `first=` (the first block's token).
 GistFn = Callable[[int, np.ndarray], np.ndarray]
 
 log = logging.getLogger("megacontext")  # unconfigured, a warning is one line on stderr
@@ -435,7 +436,13 @@ class Store:
                     kids = self._read_uncommitted(0, lo * k, hi * k).reshape(hi - lo, k)
                 else:
                     kids = self._read_uncommitted(level - 1, lo * k, hi * k).reshape(hi - lo, k, self.dim)
-                gists = np.asarray(gist_fn(level, kids), dtype=np.float32)
+                context = getattr(gist_fn, "context_tokens", 0) if level == 1 else 0
+                if context:  # a contextual gister reads the history before the blocks too
+                    left = self._read_uncommitted(0, max(0, lo * k - context), lo * k)
+                    gists = gist_fn(level, kids, left=left, first=lo * k)
+                else:
+                    gists = gist_fn(level, kids)
+                gists = np.asarray(gists, dtype=np.float32)
                 assert gists.shape == (hi - lo, self.dim), gists.shape
                 self._append_rows(level, lo, gists)
             counts[level] = want

@@ -45,12 +45,13 @@ def raw_teacher(base: BaseModel, ids: torch.Tensor, prefix: int, horizon: int) -
 def substitution_loss(base: BaseModel, net: GistNet | None, ids: torch.Tensor, prefix: int, blocks: int,
                       replaced: tuple[int, ...], horizon: int, positions: str, gist_fn=None,
                       teacher: Teacher | None = None, block_size: int | None = None,
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      gists: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ΔNLL@H and KL of replacing region blocks by gists, for windows `ids [b, P + rK + H]`.
 
     Returns (mean ΔNLL, mean KL, per-sample ΔNLL `[b]`). `gist_fn(emb [n, K, d]) → [n, d]` overrides
-    `net`; with neither, the replaced blocks are deleted. Pass a `teacher` to reuse its prefix cache
-    and raw logits across variants.
+    `net`, and `gists [b, len(replaced), d]` (made elsewhere, e.g. read in context) override both; with
+    none of them, the replaced blocks are deleted. Pass a `teacher` to reuse its prefix cache and raw
+    logits across variants.
     """
     k = block_size or net.config.block_size
     b = ids.shape[0]
@@ -61,8 +62,7 @@ def substitution_loss(base: BaseModel, net: GistNet | None, ids: torch.Tensor, p
     base.crop_cache(teacher.cache, prefix)
     emb = base.embed(region.reshape(b, blocks, k)).float()  # [b, r, K, d]
     make = gist_fn if gist_fn is not None else (lambda x: net(x, 1)) if net is not None else None
-    gists = None
-    if make is not None and replaced:
+    if gists is None and make is not None and replaced:
         gists = make(emb[:, list(replaced)].reshape(-1, k, emb.shape[-1])).reshape(b, len(replaced), -1)
     pieces = []
     for j in range(blocks):

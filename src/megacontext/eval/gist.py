@@ -5,7 +5,9 @@ On held-out test books, windows of 512 context tokens + H = 64 scored tokens (2,
   (b) one block 8 blocks back replaced,
   (c) everything except the last 4 blocks replaced by L1 gists (12 gists),
   (d) the same with L2 gists (2 L2 gists for 2,048 tokens, then 4 raw blocks),
-for each gister (trained GistNet, `mean`, deletion, an untrained GistNet) under both position schemes.
+for each gister (trained GistNet, `mean`, deletion, an untrained GistNet, and a contextual GistNet when one
+is given: it reads each window as a history that starts at the window, as ingest would, its L2 gists made by
+the gister's upper net) under both position schemes.
 Reports mean ΔNLL@64 (nats/token vs the raw context); for (c)/(d) also the share of the history's
 value kept: (NLL deleted − NLL gisted) / (NLL deleted − NLL raw).
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ import torch
 
 from megacontext.base import BaseModel
 from megacontext.assemble import Piece
+from megacontext.nets.ctx_gistnet import ContextGistNet
 from megacontext.nets.gistnet import GistNet, GistNetConfig, mean_gist
 from megacontext.substitution import raw_teacher, student_loss, substitution_loss
 
@@ -37,10 +40,13 @@ class Gisters:
 
     l1: dict[str, Callable | None]
     l2: dict[str, Callable | None]
+    ctx: dict[str, ContextGistNet] = field(default_factory=dict)  # methods whose L1 gists are read in context
 
 
-def make_gisters(base: BaseModel, trained: GistNet | None, seed: int = 0, upper: GistNet | None = None) -> Gisters:
-    """The four methods; `upper` is a separately trained L2+ net (else `trained` serves every level)."""
+def make_gisters(base: BaseModel, trained: GistNet | None, seed: int = 0, upper: GistNet | None = None,
+                 ctx: ContextGistNet | None = None) -> Gisters:
+    """The four methods (five with a contextual net `ctx`); `upper` is a separately trained L2+ net (else
+    `trained` serves every level)."""
     torch.manual_seed(seed)
     untrained = GistNet(GistNetConfig(dim=base.info.dim, target_norm=base.token_norm), zero_out=False).eval()
     untrained.to(base.device)
@@ -52,7 +58,13 @@ def make_gisters(base: BaseModel, trained: GistNet | None, seed: int = 0, upper:
     l1["mean"] = l2["mean"] = lambda x: mean_gist(x, base.token_norm)
     l1["delete"] = l2["delete"] = None
     l1["untrained"], l2["untrained"] = (lambda x: untrained(x, 1)), (lambda x: untrained(x, 2))
-    return Gisters(l1, l2)
+    gisters = Gisters(l1, l2)
+    if ctx is not None:
+        from megacontext.gisters import upper_net
+
+        l1["gistnet-ctx"], l2["gistnet-ctx"] = None, upper_net(base)[0]
+        gisters.ctx["gistnet-ctx"] = ctx
+    return gisters
 
 
 def sample_windows(books: list[np.ndarray], n: int, length: int, seed: int) -> np.ndarray:
@@ -74,11 +86,13 @@ def _l1_case(base, ids, prefix, blocks, replaced, gisters, k) -> dict:
     teacher = raw_teacher(base, ids, prefix, HORIZON)
     out = {}
     for name, fn in gisters.l1.items():
+        net = gisters.ctx.get(name)  # replaced blocks are region blocks 0 … m−1
+        gists = net.gist_history(base, ids, 0, prefix, prefix + len(replaced) * k) if net is not None else None
         for scheme in SCHEMES:
             _, _, per = substitution_loss(base, None, ids, prefix, blocks, replaced, HORIZON, scheme,
-                                          gist_fn=fn, teacher=teacher, block_size=k)
+                                          gist_fn=fn, teacher=teacher, block_size=k, gists=gists)
             out[(name, scheme)] = per.tolist()
-            if fn is None:  # deletion has no position scheme of its own
+            if fn is None and net is None:  # deletion has no position scheme of its own
                 out[(name, "absolute")] = out[(name, "compact")]
                 break
     return out
@@ -99,7 +113,11 @@ def _l2_case(base, ids, gisters, k) -> dict:
         for scheme in SCHEMES:
             base.crop_cache(teacher.cache, 0)
             pieces = []
-            if l1 is not None:
+            if name in gisters.ctx:
+                g2 = l2(gisters.ctx[name].gist_history(base, hist, 0, 0, 2 * span2).reshape(b * 2, k, -1))
+                g2 = g2.reshape(b, 2, -1)
+                pieces += [Piece(g2[:, j][:, None], [j * span2 + (span2 - 1) // 2]) for j in range(2)]
+            elif l1 is not None:
                 emb = base.embed(hist.reshape(b * 2 * k, k)).float()
                 g2 = l2(l1(emb).reshape(b * 2, k, -1)).reshape(b, 2, -1)
                 pieces += [Piece(g2[:, j][:, None], [j * span2 + (span2 - 1) // 2]) for j in range(2)]
@@ -107,18 +125,19 @@ def _l2_case(base, ids, gisters, k) -> dict:
             pieces.append(Piece(base.embed(raw_tail).float(), range(start, start + raw_tail.shape[1])))
             _, _, per = student_loss(base, pieces, target, teacher, scheme, ids.shape[1] - HORIZON)
             out[(name, scheme)] = per.tolist()
-            if l1 is None:
+            if l1 is None and name not in gisters.ctx:
                 out[(name, "absolute")] = out[(name, "compact")]
                 break
     return out
 
 
 def evaluate(base: BaseModel, trained: GistNet | None, books: list[np.ndarray], windows: int, seed: int = 0,
-             batch: int = 4, progress: bool = True, upper: GistNet | None = None) -> dict:
+             batch: int = 4, progress: bool = True, upper: GistNet | None = None,
+             ctx: ContextGistNet | None = None) -> dict:
     from tqdm import tqdm
 
     k = 32
-    gisters = make_gisters(base, trained, seed, upper)
+    gisters = make_gisters(base, trained, seed, upper, ctx)
     short = sample_windows(books, windows, 16 * k + HORIZON, seed)
     long = sample_windows(books, windows, 2 * k * k + 4 * k + HORIZON, seed + 1)
     per: dict[str, dict] = {c: {} for c in CASES}
@@ -196,21 +215,24 @@ def plot(table: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def measure_ingest(base: BaseModel, checkpoint: str, books: list[np.ndarray], tokens: int = 16_384,
-                   repeats: int = 3) -> dict:
-    """Ingest tokens/s with the trained GistNet and with `mean`, next to the base model's own prefill
-    (2,048-token windows) of the same tokens; interleaved, medians."""
+def measure_ingest(base: BaseModel, checkpoint: str | None, books: list[np.ndarray], tokens: int = 16_384,
+                   repeats: int = 3, ctx_checkpoint: str | None = None) -> dict:
+    """Ingest tokens/s with the trained GistNet (and the contextual one) and with `mean`, next to the base
+    model's own prefill (2,048-token windows) of the same tokens; interleaved, medians."""
     import statistics
     import tempfile
 
     from megacontext.config import MegaConfig
-    from megacontext.gisters import GistNetGister, MeanGister
+    from megacontext.gisters import ContextGistNetGister, GistNetGister, MeanGister
     from megacontext.runtime import MegaContext
 
     ids = np.concatenate(books)[:tokens].tolist()
     text = base.decode(ids)
-    gisters = {"gistnet": GistNetGister(base, checkpoint), "mean": MeanGister(base)}
-    speeds: dict[str, list[float]] = {"gistnet": [], "mean": [], "base_prefill": []}
+    gisters = {"gistnet": GistNetGister(base, checkpoint)} if checkpoint else {}
+    if ctx_checkpoint:
+        gisters["gistnet-ctx"] = ContextGistNetGister(base, ctx_checkpoint)
+    gisters["mean"] = MeanGister(base)
+    speeds: dict[str, list[float]] = {**{name: [] for name in gisters}, "base_prefill": []}
     for _ in range(repeats):
         for name, gister in gisters.items():
             with tempfile.TemporaryDirectory() as tmp, MegaContext.open(Path(tmp) / "s", base, MegaConfig(),
@@ -221,30 +243,40 @@ def measure_ingest(base: BaseModel, checkpoint: str, books: list[np.ndarray], to
             base.forward(base.embed(torch.tensor(ids[lo:lo + 2048]))[None], torch.arange(len(ids[lo:lo + 2048]))[None])
         speeds["base_prefill"].append(len(ids) / (time.perf_counter() - t0))
     med = {k: statistics.median(v) for k, v in speeds.items()}
-    return {"tokens": len(ids), "tokens_per_s": med, "gistnet_over_prefill": med["gistnet"] / med["base_prefill"]}
+    return {"tokens": len(ids), "tokens_per_s": med,
+            **{f"{name}_over_prefill": med[name] / med["base_prefill"] for name in gisters if name != "mean"}}
 
 
 def run(windows: int = 500, checkpoint: str | None = None, out_dir: str = "docs", seed: int = 0,
-        model: str | None = None, progress: bool = True, device: str | None = None, batch: int = 4) -> dict:
+        model: str | None = None, progress: bool = True, device: str | None = None, batch: int = 4,
+        ctx_checkpoint: str | None = None, split: str = "test") -> dict:
+    """`ctx_checkpoint`: a contextual GistNet evaluated beside the others; `split`: the books (`test` for the
+    committed figures, `validation` while developing)."""
     from megacontext import data
+    from megacontext.gisters import check_base
 
+    if split not in ("test", "validation"):
+        raise ValueError(f"--split {split}: choose test or validation")
     base = BaseModel.load(model, device=device)
-    trained = upper = None
+    trained = upper = ctx = None
     if checkpoint:  # with the L2+ net its card names, as the runtime's gister loads it
         trained, card, stack = GistNet.load_stack(checkpoint)
-        if card.get("base_fingerprint") not in (None, base.info.fingerprint):
-            raise ValueError(f"{checkpoint} was trained for {card['base_fingerprint']}, not {base.info.fingerprint}")
+        check_base(checkpoint, card, base)
         trained.to(base.device)
         if stack is not None:
             upper = stack[0].to(base.device)
-    books = [np.asarray(base.tokenize(t), dtype=np.int32) for t in data.books("test").values()]
+    if ctx_checkpoint:
+        ctx, card = ContextGistNet.load(ctx_checkpoint)
+        check_base(ctx_checkpoint, card, base)
+        ctx.to(base.device)
+    books = [np.asarray(base.tokenize(t), dtype=np.int32) for t in data.books(split).values()]
     t0 = time.perf_counter()
     torch.set_grad_enabled(False)
-    table = evaluate(base, trained, books, windows, seed, batch=batch, progress=progress, upper=upper)
-    table.update({"checkpoint": checkpoint, "seconds": time.perf_counter() - t0, "books": "test split",
-                  "device": str(base.device)})
-    if checkpoint and base.device.type == "cpu":  # the runtime (and so ingest) runs on the CPU
-        table["ingest"] = measure_ingest(base, checkpoint, books)
+    table = evaluate(base, trained, books, windows, seed, batch=batch, progress=progress, upper=upper, ctx=ctx)
+    table.update({"checkpoint": checkpoint, "ctx_checkpoint": ctx_checkpoint, "seconds": time.perf_counter() - t0,
+                  "books": f"{split} split", "device": str(base.device)})
+    if (checkpoint or ctx_checkpoint) and base.device.type == "cpu":  # the runtime (and so ingest) runs on the CPU
+        table["ingest"] = measure_ingest(base, checkpoint, books, ctx_checkpoint=ctx_checkpoint)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gist_eval.json").write_text(json.dumps(table, indent=1) + "\n")
@@ -252,8 +284,9 @@ def run(windows: int = 500, checkpoint: str | None = None, out_dir: str = "docs"
     if "ingest" in table:
         ing = table["ingest"]
         text += (f"\n\nIngest over {ing['tokens']:,} test tokens (tokens/s, medians, same run): "
-                 + ", ".join(f"{k} {v:,.0f}" for k, v in ing["tokens_per_s"].items())
-                 + f"; GistNet ingest / base prefill = {ing['gistnet_over_prefill']:.0f}×")
+                 + ", ".join(f"{k} {v:,.0f}" for k, v in ing["tokens_per_s"].items()) + "; "
+                 + ", ".join(f"{k.removesuffix('_over_prefill')} ingest / base prefill = {v:.1f}×"
+                             for k, v in ing.items() if k.endswith("_over_prefill")))
     (out / "gist_eval.md").write_text(text + "\n")
     plot(table, out / "gist_eval.png")
     print(text)
