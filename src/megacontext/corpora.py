@@ -4,6 +4,10 @@ Pure stdlib. Jane Austen's novels come from Debian's `r-cran-janeaustenr` as an 
 database (`data/Rdata.rdb`): a run of records, each a 4-byte big-endian length followed by a
 zlib stream holding one R object in XDR serialisation. Every book is a character vector of lines,
 so a reader for STRSXP/CHARSXP is all we need (no R).
+
+The training mix's readers (issue 19) turn an archive's members into `Doc`s — (id, split group, text):
+`archive_files` reads a wheel, an npm tarball or a .deb (an `ar` archive; no dpkg); ShareGPT's cut-off
+JSON, Brown's tagged tokens, e-mails and GCIDE's dictd files each have a converter.
 """
 
 from __future__ import annotations

