@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-0.2.0
 
-.PHONY: setup model model-small browser demo test test-fast bench-foundation data train-gistnet eval-gist bench bench-report clean
+.PHONY: setup model model-small browser demo test test-fast bench-foundation data train-gistnet eval-gist bench bench-report bench-light bench-million bench-two-models clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,20 @@ bench: model-small
 
 bench-report: model-small data
 	$(BIN)/megacontext bench --tier report --model smollm2-135m
+
+# The default (slower) model's lighter report grid: the question tasks at 1k-128k, W = 1,024, 20 trials (its rows are
+# report rows; CPU hours, resumable). GPU machine: MODEL=qwen2.5-coder-0.5b bash scripts/gpu/bench.sh (see there).
+QWEN_BENCH ?= docs/bench-qwen
+bench-light: model data
+	$(BIN)/megacontext bench --tier light --model qwen2.5-coder-0.5b --out $(QWEN_BENCH)
+
+# Pass key and paraphrase at 1,000,000 tokens with ingest time, answer latency and peak RSS (hours on 2 cores).
+bench-million: model-small data
+	$(BIN)/megacontext bench --tier million --model smollm2-135m --out docs/bench-million
+
+# Both models' report rows in one table (a model column) and plots per model.
+bench-two-models:
+	$(BIN)/megacontext bench report docs/bench $(QWEN_BENCH) --out docs/bench-two-models
 
 eval-gist: model-small data
 	$(BIN)/megacontext eval gist --model smollm2-135m --checkpoint src/megacontext/checkpoints/gistnet-SmolLM2-135M-Instruct.safetensors
