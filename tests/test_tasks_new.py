@@ -132,7 +132,8 @@ def test_new_tasks_are_question_forms_with_room_for_their_answers():
         assert t.form == "question" and t.prompt.startswith("\n\nQuestion: ") and t.prompt.endswith("\nAnswer:")
     assert max_new_tokens("cwe") >= 80 and max_new_tokens("uuid_uuid") >= 60 and max_new_tokens("multivalue") >= 40
     assert max_new_tokens("locomo") == 32 and max_new_tokens("paraphrase") == 24
-    assert all(t.tasks == TIER_TASKS for t in TIERS.values())  # the new tasks run when named only
+    # the new tasks run when named only, or in the tiers made for them (light, million)
+    assert all(TIERS[t].tasks == TIER_TASKS for t in ("smoke", "report", "dev"))
     with pytest.raises(ValueError, match="LoCoMo file"):
         make_trial("locomo", 1000, 0.5, 0, words, BOOK)
     with pytest.raises(ValueError, match="unknown task 'ruler'"):

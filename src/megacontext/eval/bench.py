@@ -612,7 +612,9 @@ def report(results: Path, out: Path) -> None:
              f"{', '.join(BASELINES)} is named):\n\n" + headline(table))
     if costs := costs_table(table):
         head += ("\n\nCosts (medians of ingest and answer seconds; peak RSS: the most resident while a row ran, "
-                 "the highest of the cell, beside the median level its rows started from):\n\n" + costs)
+                 "the highest of the cell, beside the median level its rows started from). A trial's one MegaContext "
+                 "ingest is every MegaContext method's; its MiniLM chunk vectors are made once, by the first "
+                 "MiniLM-ranked method run (rag_minilm), the others' ingest is their ranking alone:\n\n" + costs)
     if chat := locomo_table(rows):
         head += ("\n\nLoCoMo (chat memory; its own history lengths; F1 and correct as shares, n questions in brackets; "
                  "category 5 apart: does the answer decline?):\n\n" + chat)
