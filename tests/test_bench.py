@@ -189,7 +189,8 @@ def test_headline_names_the_best_baseline_of_each_cell():
 def test_plot_series_keep_budgets_and_methods_apart(tmp_path):
     import math
 
-    from megacontext.eval.bench import depth_grid, report, series, summarise
+    from megacontext.eval.bench import report
+    from megacontext.eval.tables import depth_grid, series, summarise
 
     def row(method, budget, length, depth, correct):
         return {"task": "passkey", "length": length, "budget": budget, "method": method, "key": f"{length}{depth}",

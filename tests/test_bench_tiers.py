@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from megacontext.eval import methods
 from megacontext.eval.bench import SAME_BUDGET, TIERS, _key, grid, plan, run, tier_spec
