@@ -52,6 +52,12 @@ def test_report_of_two_models_has_a_model_column_and_plots_per_model(tmp_path, c
         same_model([json.loads(line) for line in before[qwen / "report.jsonl"].splitlines()], SMOL, qwen / "x.jsonl")
 
 
+def test_a_cell_without_megacontext_still_names_its_task(tmp_path):
+    only_full = folder(tmp_path / "q", [row(QWEN, "full", 1000, 0, True)])
+    md = combine([only_full], tmp_path / "out").read_text()
+    assert f"| {QWEN} | paraphrase, 1024 | full history | 100% (1) |" in md
+
+
 def test_folders_of_one_model_pool_their_rows_once(tmp_path):
     a = folder(tmp_path / "a", [row(SMOL, "megacontext", 1000, 0, True), row(SMOL, "megacontext", 1000, 1, True)])
     b = folder(tmp_path / "b", [row(SMOL, "megacontext", 1000, 1, False), row(SMOL, "megacontext", 1000, 2, False)])

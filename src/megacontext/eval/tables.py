@@ -77,6 +77,7 @@ def headline(table: dict, lengths: list[int] | None = None) -> str:
         nll = task == "doc_nll"
         value = (lambda e: e["nll"]) if nll else (lambda e: e["accuracy"])
         shown = (lambda e: f"{e['nll']:.3f}") if nll else (lambda e: f"{e['accuracy']:.0%}")
+        name = f"{task}, {budget}"  # on the cell's first line, whichever method has it
         for label, pick in (("megacontext", "megacontext"), ("oracle focus", "mc_oracle"), ("full history", "full"),
                             ("best baseline", None)):
             row = []
@@ -92,8 +93,8 @@ def headline(table: dict, lengths: list[int] | None = None) -> str:
                 m, e = (min if nll else max)(there, key=lambda me: value(me[1]))
                 row.append(f"{shown(e)} {m} ({e['n']})")
             if any(c != "–" for c in row):
-                name = f"{task}, {budget}" if label == "megacontext" else ""
                 lines.append(f"| {name} | {label} | " + " | ".join(row) + " |")
+                name = ""
     return "\n".join(lines)
 
 
