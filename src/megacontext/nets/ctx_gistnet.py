@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from megacontext.nets.checkpoint import Checkpointed
-from megacontext.nets.gistnet import mean_gist, to_norm
+from megacontext.nets.gistnet import add_pooler, mean_gist, pool, to_norm
 
 
 class Reader(Protocol):
@@ -81,28 +81,15 @@ class ContextGistNet(Checkpointed, nn.Module):
         self.inp_norm = nn.LayerNorm(config.dim)  # residual-stream states carry a few huge dimensions
         self.inp = nn.Linear(config.dim, h)
         self.pos = nn.Parameter(torch.zeros(config.block_size, h))
-        layer = nn.TransformerEncoderLayer(h, config.heads, 4 * h, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
-        self.query = nn.Parameter(torch.zeros(1, 1, h))
-        self.pool = nn.MultiheadAttention(h, config.heads, batch_first=True)
-        self.norm = nn.LayerNorm(h)
-        self.out = nn.Linear(h, config.dim)
-        nn.init.normal_(self.pos, std=0.02)
-        nn.init.normal_(self.query, std=0.02)
-        if zero_out:  # start exactly at the rescaled mean token embedding
-            nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
+        add_pooler(self, config.dim, h, config.heads, config.layers, zero_out)  # zero_out: start at `mean`
 
     def forward(self, states: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """states `[n, K, d]` (layer-L hidden states of each block's tokens), tokens `[n, K, d]` (their
         input embeddings) → gists `[n, d]`."""
         n, k, d = states.shape
         assert k == self.config.block_size and d == self.config.dim and tokens.shape == states.shape, states.shape
-        x = self.encoder(self.inp(self.inp_norm(states)) + self.pos[None])
-        pooled, _ = self.pool(self.query.expand(n, -1, -1), x, x, need_weights=False)
-        return to_norm(mean_gist(tokens, self.config.target_norm) + self.out(self.norm(pooled[:, 0])),
-                       self.config.target_norm)
+        x = self.inp(self.inp_norm(states)) + self.pos[None]
+        return to_norm(mean_gist(tokens, self.config.target_norm) + pool(self, x), self.config.target_norm)
 
     def gist_history(self, base: Reader, ids: torch.Tensor, offset: int, first: int, stop: int,
                      batch: int = 16) -> torch.Tensor:

@@ -44,28 +44,14 @@ class GistNet(Checkpointed, nn.Module):
         self.inp = nn.Linear(config.dim, h)
         self.pos = nn.Parameter(torch.zeros(config.block_size, h))
         self.level = nn.Embedding(config.max_level + 1, h)
-        layer = nn.TransformerEncoderLayer(h, config.heads, 4 * h, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
-        self.query = nn.Parameter(torch.zeros(1, 1, h))
-        self.pool = nn.MultiheadAttention(h, config.heads, batch_first=True)
-        self.norm = nn.LayerNorm(h)
-        self.out = nn.Linear(h, config.dim)
-        nn.init.normal_(self.pos, std=0.02)
-        nn.init.normal_(self.query, std=0.02)
-        if zero_out:  # start exactly at the rescaled mean (`zero_out=False`: a plain random net)
-            nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
+        add_pooler(self, config.dim, h, config.heads, config.layers, zero_out)
 
     def forward(self, children: torch.Tensor, level: int) -> torch.Tensor:
         """children `[n, K, d]` (token embeddings for level 1, gists above) → gists `[n, d]`."""
         n, k, d = children.shape
         assert k == self.config.block_size and d == self.config.dim, children.shape
         x = self.inp(children) + self.pos[None] + self.level.weight[min(level, self.config.max_level)]
-        x = self.encoder(x)
-        pooled, _ = self.pool(self.query.expand(n, -1, -1), x, x, need_weights=False)
-        y = mean_gist(children, self.config.target_norm) + self.out(self.norm(pooled[:, 0]))
-        return to_norm(y, self.config.target_norm)
+        return to_norm(mean_gist(children, self.config.target_norm) + pool(self, x), self.config.target_norm)
 
     @classmethod
     def load_stack(cls, path: str | Path) -> tuple["GistNet", dict, tuple["GistNet", dict] | None]:
@@ -74,6 +60,31 @@ class GistNet(Checkpointed, nn.Module):
         net, card = cls.load(path)
         upper = cls.load(Path(path).with_name(card["upper"])) if card.get("upper") else None
         return net, card, upper
+
+
+def add_pooler(net: nn.Module, dim: int, hidden: int, heads: int, layers: int, zero_out: bool) -> None:
+    """The layers every GistNet shares (their names are the checkpoints'): a pre-norm encoder over the K rows,
+    one learned query that attention-pools them, a projection h → d zeroed when `zero_out` (the net then
+    starts exactly at the rescaled mean; `zero_out=False`: a plain random net). `net.pos` must exist."""
+    layer = nn.TransformerEncoderLayer(hidden, heads, 4 * hidden, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+    net.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+    net.query = nn.Parameter(torch.zeros(1, 1, hidden))
+    net.pool = nn.MultiheadAttention(hidden, heads, batch_first=True)
+    net.norm = nn.LayerNorm(hidden)
+    net.out = nn.Linear(hidden, dim)
+    nn.init.normal_(net.pos, std=0.02)
+    nn.init.normal_(net.query, std=0.02)
+    if zero_out:
+        nn.init.zeros_(net.out.weight)
+        nn.init.zeros_(net.out.bias)
+
+
+def pool(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Rows `[n, K, h]` through `add_pooler`'s layers → `[n, d]` (before the mean residual)."""
+    x = net.encoder(x)
+    pooled, _ = net.pool(net.query.expand(len(x), -1, -1), x, x, need_weights=False)
+    return net.out(net.norm(pooled[:, 0]))
 
 
 def to_norm(x: torch.Tensor, norm: float) -> torch.Tensor:
