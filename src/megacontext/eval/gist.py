@@ -283,7 +283,7 @@ def run(windows: int = 500, checkpoint: str | None = None, out_dir: str = "docs"
     text = markdown(table)
     if "ingest" in table:
         ing = table["ingest"]
-        text += (f"\n\nIngest over {ing['tokens']:,} test tokens (tokens/s, medians, same run): "
+        text += (f"\n\nIngest over {ing['tokens']:,} {split} tokens (tokens/s, medians, same run): "
                  + ", ".join(f"{k} {v:,.0f}" for k, v in ing["tokens_per_s"].items()) + "; "
                  + ", ".join(f"{k.removesuffix('_over_prefill')} ingest / base prefill = {v:.1f}×"
                              for k, v in ing.items() if k.endswith("_over_prefill")))
