@@ -82,11 +82,13 @@ def test_the_store_hands_a_contextual_gister_its_left_context(tmp_path, tiny_bas
     np.testing.assert_allclose(l2[0], gister(2, got[None, :32]).astype(np.float16)[0], atol=2e-3)
 
 
-@pytest.mark.parametrize("recon_share", [0.0, 1.0])
-def test_the_task_trains_the_contextual_net(tmp_path, tiny_base, recon_share):
+@pytest.mark.parametrize("recon_share, modes", [(0.0, ("adjacent", "far", "all")), (1.0, ("adjacent",)),
+                                                 (0.0, ("history",))])
+def test_the_task_trains_the_contextual_net(tmp_path, tiny_base, recon_share, modes):
     net = ctx_net(tiny_base)
     books = [np.random.default_rng(i).integers(0, 200, size=5000).astype(np.int32) for i in range(3)]
-    cfg = GistTaskConfig(prefixes=(32, 96), regress_steps=1, recon_share=recon_share)
+    cfg = GistTaskConfig(prefixes=(32, 96), regress_steps=1, recon_share=recon_share, modes=modes,
+                         history_blocks=6, history_gists=(4,))
     task = GistTask(tiny_base, net, books, cfg, batch_size=2, seed=0)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     train(task, TrainConfig(steps=3, batch_size=2, lr=1e-2, warmup_steps=1, out_dir=str(tmp_path / "r")),

@@ -79,8 +79,8 @@ class GistTask(NetTask):
                  batch_size: int, seed: int = 0, l1_net: GistNet | None = None) -> None:
         self.base, self.net, self.cfg = base, net, cfg
         self.contextual = isinstance(net, ContextGistNet)
-        if self.contextual and (cfg.level != 1 or "qa" in cfg.modes or "history" in cfg.modes):
-            raise ValueError("a contextual GistNet trains level 1 with the adjacent/far/all modes")
+        if self.contextual and (cfg.level != 1 or "qa" in cfg.modes):
+            raise ValueError("a contextual GistNet trains level 1 without the qa mode")
         if not 0.0 <= cfg.recon_share <= 1.0:
             raise ValueError(f"recon_share {cfg.recon_share} must lie in [0, 1]")
         if cfg.level == 2 and l1_net is None:
