@@ -249,8 +249,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from megacontext.eval.bench import combine, run
 
-    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
-    lengths = [int(x) for x in split(args.lengths)] if args.lengths else None
     if args.action == "report":
         path = combine(args.folders, args.out, args.tier or "report")
         print(path.read_text())
@@ -258,6 +256,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     if args.folders:
         raise ValueError(f"bench: folders ({' '.join(args.folders)}) are for `megacontext bench report DIR …`")
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    lengths = [int(x) for x in split(args.lengths)] if args.lengths else None
     path = run(args.tier or "smoke", split(args.tasks), split(args.methods), lengths, args.budget, args.out, args.model,
                progress=not args.quiet, trials=args.trials, locomo=args.locomo, device=args.device)
     print(path.with_suffix(".md").read_text())
