@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from megacontext.gisters import ContextGistNetGister
+from megacontext.gisters import ContextGistNetGister, name_of
 from megacontext.nets.ctx_gistnet import ContextGistNet, ContextGistNetConfig, read_windows
 from megacontext.nets.gistnet import mean_gist
 from megacontext.store import Store, StoreIdentity
@@ -117,3 +117,11 @@ def test_eval_gist_scores_the_contextual_net_beside_the_others(tiny_base):
     for case in "abc":
         rows = zero["cases"][case]
         assert rows["gistnet-ctx/compact"]["dnll"] == pytest.approx(rows["mean/compact"]["dnll"], abs=1e-5)
+
+
+def test_a_store_names_its_gister_by_the_longest_registered_name():
+    """A reopened store keeps its gister: `gistnet-ctx-…` is the contextual net's id, not `gistnet`'s."""
+    assert name_of("gistnet-ctx-0123456789ab+mean-v1") == "gistnet-ctx"
+    assert name_of("gistnet-0123456789ab+456789abcdef") == "gistnet"
+    assert name_of("mean-v1") == "mean"
+    assert name_of("gistnetx-v1") is None and name_of("other-v1") is None

@@ -48,6 +48,13 @@ def make_gister(name: str, base: BaseModel) -> Gister:
     return factory(base)
 
 
+def name_of(gister_id: str) -> str | None:
+    """The registered gister that wrote `gister_id` (a store's record, e.g. `gistnet-ctx-1a2b…+…`): the longest
+    name it starts with, so `gistnet-ctx` is not read as `gistnet`; None for an id no registered gister writes."""
+    names = [n for n in GISTERS if gister_id == n or gister_id.startswith(n + "-")]
+    return max(names, key=len, default=None)
+
+
 def child_vectors(base: BaseModel, level: int, children: np.ndarray) -> torch.Tensor:
     """What a gister reads: token embeddings `[n, K, d]` for level 1 (children are ids), else the child gists."""
     if level == 1:

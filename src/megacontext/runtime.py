@@ -22,7 +22,7 @@ from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.errors import StoreError
 from megacontext.focus import FocusInput, PinnedPrefix, default_focus, make_policy
-from megacontext.gisters import default_gister, make_gister
+from megacontext.gisters import default_gister, make_gister, name_of as gister_name
 from megacontext.sampling import Sampler, SamplingConfig, StopRule, TextStream, decode
 from megacontext.store import Store, StoreIdentity, discard_side_file, is_store
 from megacontext.tree import Node, children
@@ -135,7 +135,7 @@ class MegaContext:
         kind = None
         if is_store(path):
             with Store.open(path) as existing:
-                kind = existing.gister_id.split("-")[0]
+                kind = gister_name(existing.gister_id)
                 own = models.by_name(existing.model["name"])
                 if base is None and model is None and own is not None:
                     model = own.key
