@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
             add_model(p)
         p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
         if model and store:
-            p.add_argument("--gister", metavar="NAME", help="what makes the gists: mean | gistnet (default: the "
+            p.add_argument("--gister", metavar="NAME", help="what makes the gists: mean | gistnet | gistnet-ctx (default: the "
                            "trained GistNet where one ships for the model, else mean); a store keeps its gister")
         return p
 
