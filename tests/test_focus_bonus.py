@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from megacontext.config import FocusConfig, MegaConfig
-from megacontext.focus import (FOCUS_POLICIES, FocusInput, PinnedPrefix, block_bonus, entry_bonus, lexical_scores,
+from megacontext.focus import (FocusInput, PinnedPrefix, block_bonus, entry_bonus, lexical_scores,
                                make_policy, scan_score, zscore)
 from megacontext.tree import Node
 from megacontext.working import WorkingContext

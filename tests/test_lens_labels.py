@@ -91,7 +91,6 @@ def test_lensnet_shapes_and_entry_permutation_equivariance(tmp_path):
 def test_label_train_and_focus_end_to_end(tmp_path, tiny_model_dir, tiny_base):
     """Snapshots (resumable) → LensNet fits its labels through the shared loop → the policy drives the
     runtime within budget."""
-    import json
 
     from megacontext.focus import LexicalFocus
     from megacontext.train.lensnet import (LabelConfig, LensTask, LensTaskConfig, make_snapshots, relevance_loss,

@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import io
 import json
-import lzma
 import tarfile
 import zipfile
 from collections import Counter
