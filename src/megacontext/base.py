@@ -92,7 +92,7 @@ class BaseModel:
         """Load a registry model by name (None: the default; fetched and converted on first use) or
         a local HF causal-LM folder.
 
-        `device` (e.g. "cuda") serves training and evaluation; the runtime stays on the CPU."""
+        `device` (e.g. "cuda") serves training, evaluation and the benchmark (every method runs on `base.device`)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _quiet_transformers()

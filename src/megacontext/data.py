@@ -324,7 +324,10 @@ def fetch(dest: Path = DEFAULT_DIR, sources: Iterable[str] = ("books",), progres
     cache, mix = dest / "downloads", dest / "mix"
     count = token_counter(tokenizer) if tokenizer is not None else None
     card_path = mix / "card.json"
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    try:
+        card = read_card(card_path) if card_path.is_file() else {}
+    except ValueError:  # a torn card (from before writes were atomic): rewritten with what this fetch reads
+        card = {}
     card.update({"split": {"by": "sha256(seed:group) of each document's group", "seed": cfg.seed,
                            "validation": cfg.validation, "test": cfg.test},
                  "min_chars": cfg.min_chars})
@@ -348,8 +351,19 @@ def fetch(dest: Path = DEFAULT_DIR, sources: Iterable[str] = ("books",), progres
         card["sources"][name] = entry
         progress(_summary(name, entry))
         mix.mkdir(parents=True, exist_ok=True)
-        card_path.write_text(json.dumps(card, indent=1) + "\n")
+        tmp = card_path.with_suffix(".json.tmp")  # a fetch killed mid-write leaves the old card whole
+        tmp.write_text(json.dumps(card, indent=1) + "\n")
+        os.replace(tmp, card_path)
     return card
+
+
+def read_card(path: Path) -> dict:
+    """The mix's card; `ValueError` naming the file and the fix when it is not readable JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a readable card ({exc.msg}): fetch again with "
+                         "`megacontext data fetch --sources …`") from None
 
 
 @dataclass(frozen=True)
@@ -367,7 +381,7 @@ def documents(split: str, sources: Iterable[str] | None = None, dest: Path = DEF
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     mix = Path(dest) / "mix"
     card_path = mix / "card.json"
-    fetched = list(json.loads(card_path.read_text())["sources"]) if card_path.is_file() else []
+    fetched = list(read_card(card_path)["sources"]) if card_path.is_file() else []
     if (Path(dest) / "manifest.json").is_file() and "books" not in fetched:  # books fetched before the card existed
         fetched.insert(0, "books")
     wanted = fetched if sources is None else list(sources)

@@ -268,6 +268,10 @@ def check_device(device: str | None) -> str:
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
         raise ValueError(f"--device {device}: no CUDA device here (torch {torch.__version__}, {build}); "
                          "run on a GPU machine or pass --device cpu")
+    index = torch.device(device).index
+    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                         "(cuda:0 …); pick one of them")
     return device
 
 
