@@ -67,6 +67,7 @@ class ScoreResult:
     budget: int
     rows_used: int
     timings: dict[str, float] = field(default_factory=dict)
+    token_nll: list[float] = field(default_factory=list)  # nats per scored token, in order (`tokens` of them)
 
 
 class _Timer:
@@ -510,7 +511,8 @@ class MegaContext:
             else:
                 pred, target = logits[:-1], cont
             nll = torch.nn.functional.cross_entropy(pred.float(), target).item() if len(target) else math.nan
-        return ScoreResult(nll, len(target), budget, wc.cost + len(ids), timer.times)
+            per = torch.nn.functional.cross_entropy(pred.float(), target, reduction="none").tolist()
+        return ScoreResult(nll, len(target), budget, wc.cost + len(ids), timer.times, per)
 
     # --- views ------------------------------------------------------------------------------
     def inspect(self) -> dict:

@@ -45,10 +45,12 @@ def raw_teacher(base: BaseModel, ids: torch.Tensor, prefix: int, horizon: int) -
 def substitution_loss(base: BaseModel, net: GistNet | None, ids: torch.Tensor, prefix: int, blocks: int,
                       replaced: tuple[int, ...], horizon: int, positions: str, gist_fn=None,
                       teacher: Teacher | None = None, block_size: int | None = None,
-                      gists: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      gists: torch.Tensor | None = None, per_token: bool = False,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ΔNLL@H and KL of replacing region blocks by gists, for windows `ids [b, P + rK + H]`.
 
-    Returns (mean ΔNLL, mean KL, per-sample ΔNLL `[b]`). `gist_fn(emb [n, K, d]) → [n, d]` overrides
+    Returns (mean ΔNLL, mean KL, per-sample ΔNLL `[b]`, or per token `[b, H]` with `per_token`).
+    `gist_fn(emb [n, K, d]) → [n, d]` overrides
     `net`, and `gists [b, len(replaced), d]` (made elsewhere, e.g. read in context) override both; with
     none of them, the replaced blocks are deleted. Pass a `teacher` to reuse its prefix cache and raw
     logits across variants.
@@ -72,7 +74,7 @@ def substitution_loss(base: BaseModel, net: GistNet | None, ids: torch.Tensor, p
                 pieces.append(assemble.Piece(gists[:, replaced.index(j)][:, None], [start + (k - 1) // 2]))
         else:
             pieces.append(assemble.Piece(emb[:, j], range(start, start + k)))
-    return student_loss(base, pieces, target, teacher, positions, prefix + blocks * k)
+    return student_loss(base, pieces, target, teacher, positions, prefix + blocks * k, per_token)
 
 
 def l2_substitution_loss(base: BaseModel, l1_net: GistNet, net: GistNet, ids: torch.Tensor, prefix: int,
@@ -96,9 +98,11 @@ def l2_substitution_loss(base: BaseModel, l1_net: GistNet, net: GistNet, ids: to
 
 
 def student_loss(base: BaseModel, pieces: list[assemble.Piece], target: torch.Tensor, teacher: Teacher,
-                 positions: str, first_target: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 positions: str, first_target: int, per_token: bool = False,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Horizon ΔNLL/KL of `pieces` (rows `[b, n, d]` at their true positions) + the target after the
-    teacher's prefix cache. Returns (mean ΔNLL, mean KL, per-sample ΔNLL `[b]`)."""
+    teacher's prefix cache. Returns (mean ΔNLL, mean KL, per-sample ΔNLL `[b]`, or with `per_token` the
+    ΔNLL of each horizon token `[b, H]`, whose mean over H is the per-sample one: `eval gist`'s memory tokens)."""
     b, horizon = target.shape
     start = teacher.prefix
     if start > 0:  # re-run the last prefix token: its logits predict the first horizon token
@@ -116,7 +120,7 @@ def student_loss(base: BaseModel, pieces: list[assemble.Piece], target: torch.Te
     per_sample = (nll_s - nll_t).mean(dim=1)
     log_t = F.log_softmax(t_logits, dim=-1)
     kl = (log_t.exp() * (log_t - F.log_softmax(s_logits, dim=-1))).sum(-1).mean()
-    return per_sample.mean(), kl, per_sample.detach()
+    return per_sample.mean(), kl, (nll_s - nll_t).detach() if per_token else per_sample.detach()
 
 
 def _arange(b: int, lo: int, hi: int) -> torch.Tensor:

@@ -9,7 +9,10 @@ for each gister (trained GistNet, `mean`, deletion, an untrained GistNet, and a 
 is given: it reads each window as a history that starts at the window, as ingest would, its L2 gists made by
 the gister's upper net) under both position schemes.
 Reports mean ΔNLL@64 (nats/token vs the raw context); for (c)/(d) also the share of the history's
-value kept: (NLL deleted − NLL gisted) / (NLL deleted − NLL raw).
+value kept: (NLL deleted − NLL gisted) / (NLL deleted − NLL raw), and both again over the memory tokens
+(`memory_mask`, W = the 4 raw blocks + the horizon, as the bench's W holds its continuation): scored tokens
+whose previous occurrence lies only in the gisted history. (a)/(b) have none: every earlier token but one
+block's is raw, no position lies W back.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 
 from megacontext.base import BaseModel
 from megacontext.assemble import Piece
+from megacontext.eval.methods import memory_mask
 from megacontext.nets.ctx_gistnet import ContextGistNet
 from megacontext.nets.gistnet import GistNet, GistNetConfig, mean_gist
 from megacontext.substitution import raw_teacher, student_loss, substitution_loss
@@ -32,6 +36,13 @@ from megacontext.substitution import raw_teacher, student_loss, substitution_los
 CASES = ("a", "b", "c", "d")
 SCHEMES = ("compact", "absolute")
 HORIZON = 64
+MEMORY_CASES = ("c", "d")  # a compressed history, then raw blocks and the horizon
+
+
+def memory_window(k: int) -> int:
+    """W of (c)/(d)'s memory tokens: the 4 raw blocks + the horizon, so a memory token's previous occurrence
+    lies in the gisted history."""
+    return 4 * k + HORIZON
 
 
 @dataclass
@@ -83,6 +94,7 @@ def sample_windows(books: list[np.ndarray], n: int, length: int, seed: int) -> n
 
 @torch.no_grad()
 def _l1_case(base, ids, prefix, blocks, replaced, gisters, k) -> dict:
+    """{(gister, scheme): ΔNLL of each horizon token `[b, H]`}."""
     teacher = raw_teacher(base, ids, prefix, HORIZON)
     out = {}
     for name, fn in gisters.l1.items():
@@ -90,8 +102,8 @@ def _l1_case(base, ids, prefix, blocks, replaced, gisters, k) -> dict:
         gists = net.gist_history(base, ids, 0, prefix, prefix + len(replaced) * k) if net is not None else None
         for scheme in SCHEMES:
             _, _, per = substitution_loss(base, None, ids, prefix, blocks, replaced, HORIZON, scheme,
-                                          gist_fn=fn, teacher=teacher, block_size=k, gists=gists)
-            out[(name, scheme)] = per.tolist()
+                                          gist_fn=fn, teacher=teacher, block_size=k, gists=gists, per_token=True)
+            out[(name, scheme)] = per
             if fn is None and net is None:  # deletion has no position scheme of its own
                 out[(name, "absolute")] = out[(name, "compact")]
                 break
@@ -123,8 +135,8 @@ def _l2_case(base, ids, gisters, k) -> dict:
                 pieces += [Piece(g2[:, j][:, None], [j * span2 + (span2 - 1) // 2]) for j in range(2)]
             start = 2 * span2
             pieces.append(Piece(base.embed(raw_tail).float(), range(start, start + raw_tail.shape[1])))
-            _, _, per = student_loss(base, pieces, target, teacher, scheme, ids.shape[1] - HORIZON)
-            out[(name, scheme)] = per.tolist()
+            _, _, per = student_loss(base, pieces, target, teacher, scheme, ids.shape[1] - HORIZON, per_token=True)
+            out[(name, scheme)] = per
             if l1 is None and name not in gisters.ctx:
                 out[(name, "absolute")] = out[(name, "compact")]
                 break
@@ -140,36 +152,60 @@ def evaluate(base: BaseModel, trained: GistNet | None, books: list[np.ndarray], 
     gisters = make_gisters(base, trained, seed, upper, ctx)
     short = sample_windows(books, windows, 16 * k + HORIZON, seed)
     long = sample_windows(books, windows, 2 * k * k + 4 * k + HORIZON, seed + 1)
-    per: dict[str, dict] = {c: {} for c in CASES}
+    per: dict[str, dict] = {c: {} for c in CASES}  # per window: mean ΔNLL over the horizon
+    memory: dict[str, dict] = {c: {} for c in MEMORY_CASES}  # per memory token: its ΔNLL
+    window = memory_window(k)
+
+    def add(case: str, windows_ids: np.ndarray, out: dict) -> None:
+        masks = np.stack([memory_mask(w[:-HORIZON].tolist(), w[-HORIZON:].tolist(), window) for w in windows_ids])
+        for key, tokens in out.items():
+            per[case].setdefault(key, []).extend(tokens.mean(dim=1).tolist())
+            if case in memory:
+                memory[case].setdefault(key, []).extend(tokens.float().cpu().numpy()[masks].tolist())
+
     bar = tqdm(total=4 * windows, desc="eval gist", unit="win", disable=not progress)
     for lo in range(0, windows, batch):
         ids = torch.from_numpy(short[lo:lo + batch]).to(base.device)
         for case, (prefix, blocks, replaced) in {"a": (15 * k, 1, (0,)), "b": (8 * k, 8, (0,)),
                                                  "c": (0, 16, tuple(range(12)))}.items():
-            for key, vals in _l1_case(base, ids, prefix, blocks, replaced, gisters, k).items():
-                per[case].setdefault(key, []).extend(vals)
+            add(case, short[lo:lo + batch], _l1_case(base, ids, prefix, blocks, replaced, gisters, k))
             bar.update(len(ids))
-        for key, vals in _l2_case(base, torch.from_numpy(long[lo:lo + batch]).to(base.device), gisters, k).items():
-            per["d"].setdefault(key, []).extend(vals)
+        add("d", long[lo:lo + batch], _l2_case(base, torch.from_numpy(long[lo:lo + batch]).to(base.device), gisters, k))
         bar.update(len(ids))
     bar.close()
-    return summarise(per, windows)
+    return summarise(per, windows, memory, window)
 
 
-def summarise(per: dict, windows: int) -> dict:
+def summarise(per: dict, windows: int, memory: dict | None = None, window: int | None = None) -> dict:
+    """`per`: {case: {(gister, scheme): ΔNLL per window}}; `memory`: {case: {(gister, scheme): ΔNLL per memory
+    token}} for (c)/(d), summarised as `memory_dnll` (± s.e.m.), `memory_kept` and `memory_tokens` per row."""
     table: dict = {"windows": windows, "horizon": HORIZON, "cases": {}}
+    if memory is not None:
+        table["memory_window"] = window
     for case, by_key in per.items():
         rows = {}
         delete = np.array(by_key[("delete", "compact")])
+        mem = (memory or {}).get(case)
         for (name, scheme), vals in by_key.items():
             v = np.array(vals)
             row = {"dnll": float(v.mean()), "dnll_sem": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0}
             row["ratio_to_delete"] = float(v.mean() / delete.mean()) if delete.mean() else float("nan")
             if case in ("c", "d"):  # share of the history's value kept
                 row["kept"] = float((delete.mean() - v.mean()) / delete.mean()) if delete.mean() else float("nan")
+            if mem is not None:
+                row.update(_memory_row(np.array(mem[(name, scheme)]), np.array(mem[("delete", "compact")])))
             rows[f"{name}/{scheme}"] = row
         table["cases"][case] = rows
     return table
+
+
+def _memory_row(v: np.ndarray, delete: np.ndarray) -> dict:
+    """ΔNLL over one gister's memory tokens (`v`) and the share of the history's value it keeps on them."""
+    if not len(v):
+        return {"memory_tokens": 0}
+    return {"memory_tokens": len(v), "memory_dnll": float(v.mean()),
+            "memory_dnll_sem": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0,
+            "memory_kept": float((delete.mean() - v.mean()) / delete.mean()) if delete.mean() else float("nan")}
 
 
 def markdown(table: dict) -> str:
@@ -190,7 +226,28 @@ def markdown(table: dict) -> str:
             cells.append(cell)
         label = "delete" if name == "delete/compact" else name
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if "memory_window" in table:  # tables from before memory tokens have none
+        lines += _memory_markdown(table, names)
     return "\n".join(lines)
+
+
+def _memory_markdown(table: dict, names: list[str]) -> list[str]:
+    counts = {case: table["cases"][case]["delete/compact"]["memory_tokens"] for case in MEMORY_CASES}
+    lines = ["", f"Memory tokens: the scored tokens whose previous occurrence lies more than W = "
+             f"{table['memory_window']} tokens back (the raw blocks + the horizon), so only in the gisted history "
+             f"({', '.join(f'({c}) {n:,}' for c, n in counts.items())} tokens): ΔNLL on them, the share of the "
+             "history's value kept in brackets.", "",
+             "| method / positions | (c) 12 L1 gists | (d) 2 L2 gists |", "|---|---|---|"]
+    for name in names:
+        if name == "delete/absolute":
+            continue
+        cells = []
+        for case in MEMORY_CASES:
+            r = table["cases"][case][name]
+            cells.append(f"{r['memory_dnll']:+.3f} ± {r['memory_dnll_sem']:.3f} [{r['memory_kept']:.0%}]"
+                         if r.get("memory_tokens") else "–")
+        lines.append(f"| {'delete' if name == 'delete/compact' else name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(table: dict, path: Path) -> None:

@@ -53,6 +53,10 @@ class Outcome:
     rounds: int | None = None  # refocus rounds that moved something while answering (MegaContext only)
     swap_rate: float | None = None  # moves per such round (MegaContext only)
     skipped: str = ""  # why the method did not run this trial
+    # Doc NLL only: the mean NLL of the continuation's memory tokens (`memory_mask`, W = the trial's budget; None
+    # when it has none) and how many there are.
+    memory_nll: float | None = None
+    memory_tokens: int | None = None
 
 
 METHODS: dict[str, Callable[..., "Method"]] = {}
@@ -156,10 +160,40 @@ def greedy(base: BaseModel, ids: list[int], max_new_tokens: int, stop: str | Seq
 
 
 @torch.no_grad()
-def continuation_nll(base: BaseModel, context: list[int], cont: list[int]) -> float:
+def continuation_nll(base: BaseModel, context: list[int], cont: list[int]) -> tuple[float, np.ndarray]:
+    """NLL of `cont` after `context` (compact positions): the mean (nats/token) and per token, float32 `[len(cont)]`."""
     ids = torch.tensor(context + cont)
     logits = base.forward(base.embed(ids)[None], torch.arange(len(ids))[None], logits_to_keep=len(cont) + 1)[0]
-    return F.cross_entropy(logits[:-1].float(), torch.tensor(cont, device=base.device)).item()
+    pred, target = logits[:-1].float(), torch.tensor(cont, device=base.device)
+    per = F.cross_entropy(pred, target, reduction="none").cpu().numpy()
+    return F.cross_entropy(pred, target).item(), per  # the mean as torch reduces it, as rows always recorded it
+
+
+# --- memory tokens (DESIGN §10) ---------------------------------------------------------------
+def memory_mask(history: Sequence[int], continuation: Sequence[int], window: int) -> np.ndarray:
+    """Bool `[len(continuation)]`: True at j when continuation[j] occurred before and its latest earlier
+    occurrence, in history + continuation[:j], lies more than `window` tokens before it (position distance > W),
+    i.e. outside the last W tokens a W-row window ending at j could hold raw: what only a memory can supply.
+    An occurrence exactly W back is in view; a first occurrence is never a memory token."""
+    last = {t: i for i, t in enumerate(history)}  # token → its latest position (numpy ints hash as ints)
+    out = np.zeros(len(continuation), dtype=bool)
+    for j, t in enumerate(continuation):
+        p, t = len(history) + j, int(t)
+        q = last.get(t)
+        out[j] = q is not None and p - q > window
+        last[t] = p
+    return out
+
+
+def memory_fields(history: Sequence[int], continuation: Sequence[int], token_nll: Sequence[float],
+                  window: int) -> dict:
+    """An outcome's `memory_nll` (mean of `token_nll` over `memory_mask`, None without memory tokens) and
+    `memory_tokens`. `token_nll` scores the continuation's last len(token_nll) tokens (a continuation after an
+    empty history has no prediction for its first)."""
+    token_nll = np.asarray(token_nll, dtype=np.float64)
+    mask = memory_mask(history, continuation, window)[len(continuation) - len(token_nll):]
+    n = int(mask.sum())
+    return {"memory_nll": float(token_nll[mask].mean()) if n else None, "memory_tokens": n}
 
 
 class Method:
@@ -209,12 +243,24 @@ class Method:
         return tail, budget - len(tail) - (0 if trial.task == "doc_nll" else max_new_tokens)
 
     def run(self, trial: Trial, budget: int, max_new_tokens: int = 16) -> Outcome:
+        outcome, token_nll = self.answer(trial, budget, max_new_tokens)
+        return self.with_memory(outcome, trial, token_nll, budget)
+
+    def with_memory(self, outcome: Outcome, trial: Trial, token_nll: np.ndarray | None, window: int) -> Outcome:
+        """`outcome` with its memory NLL under `window` (a doc-NLL outcome scored: `token_nll`), else itself."""
+        if token_nll is None:
+            return outcome
+        return replace(outcome, **memory_fields(history_ids(self.base, trial.history),
+                                                self.base.tokenize(trial.continuation), token_nll, window))
+
+    def answer(self, trial: Trial, budget: int, max_new_tokens: int = 16) -> tuple[Outcome, np.ndarray | None]:
+        """The outcome in `budget` rows, and for doc NLL the continuation's per-token NLL `[len(tail)]` (else None)."""
         base = self.base
         hist = history_ids(base, trial.history)
         tail, room = self.tail_and_room(trial, budget, max_new_tokens)
         reason = self.skip(hist, trial, max_new_tokens)
         if reason:
-            return Outcome(self.name, skipped=reason)
+            return Outcome(self.name, skipped=reason), None
         t0 = time.perf_counter()
         spans = self.keep(hist, room, trial)
         kept = [t for a, b in spans for t in hist[a:b]]
@@ -222,12 +268,12 @@ class Method:
         assert len(kept) <= max(room, 0) or self.name == "full", (self.name, len(kept), room)
         seen = {"raw_spans": spans, "needle_recall": span_recall(spans, needle_spans(base, trial))}
         if trial.task == "doc_nll":
-            nll = continuation_nll(base, kept, tail)
+            nll, per = continuation_nll(base, kept, tail)
             return Outcome(self.name, nll=nll, rows=len(kept) + len(tail), ingest_s=t1 - t0,
-                           answer_s=time.perf_counter() - t1, **seen)
+                           answer_s=time.perf_counter() - t1, **seen), per
         text = greedy(base, kept + tail, max_new_tokens)
         return Outcome(self.name, text=text, rows=len(kept) + len(tail) + max_new_tokens, ingest_s=t1 - t0,
-                       answer_s=time.perf_counter() - t1, **seen)
+                       answer_s=time.perf_counter() - t1, **seen), None
 
 
 @register("truncation")
@@ -267,13 +313,14 @@ class FullContext(Method):
     def __init__(self, base: BaseModel, name: str, **kwargs) -> None:
         super().__init__(base, name)
         self.window = self.max_length = model_window(base)
-        self._memo: tuple[tuple, Outcome] | None = None  # the last trial's outcome: the budget changes nothing
+        # the last trial's outcome and per-token NLL: the budget changes nothing but the memory tokens' W
+        self._memo: tuple[tuple, Outcome, np.ndarray | None] | None = None
 
     def run(self, trial, budget, max_new_tokens=16):
         key = (trial.key, trial.history, max_new_tokens)
         if self._memo is None or self._memo[0] != key:
-            self._memo = (key, super().run(trial, 10**9, max_new_tokens))
-        return replace(self._memo[1])
+            self._memo = (key, *self.answer(trial, 10**9, max_new_tokens))
+        return self.with_memory(replace(self._memo[1]), trial, self._memo[2], budget)
 
     def choose(self, hist, room, trial):
         return ((0, len(hist)),)  # never reached: `keep` returns a history that fits whole
@@ -441,8 +488,11 @@ class MegaContextMethod:
                 t1 = time.perf_counter()
                 if trial.task == "doc_nll":
                     r = mc.score(trial.continuation, budget=budget)
-                    return Outcome(self.name, nll=r.nll, rows=r.rows_used, ingest_s=ingest_s,
-                                   answer_s=time.perf_counter() - t1)
+                    t2 = time.perf_counter()
+                    memory = memory_fields(mc.store.read_tokens(0, n).tolist(), self.base.tokenize(trial.continuation),
+                                           r.token_nll, budget)  # the history as the store holds it
+                    return Outcome(self.name, nll=r.nll, rows=r.rows_used, ingest_s=ingest_s, answer_s=t2 - t1,
+                                   **memory)
                 ans = mc.generate(trial.prompt, max_new_tokens=max_new_tokens, budget=budget, stop="\n")
                 t2 = time.perf_counter()
         self.last_focus = ans.focus

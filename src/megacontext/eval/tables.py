@@ -27,6 +27,12 @@ def summarise(rows: list[dict]) -> dict:
                  "rows": max(r["rows"] for r in rs)}
         if task == "doc_nll":
             entry["nll"] = statistics.mean(r["nll"] for r in rs)
+            counted = [r for r in rs if r.get("memory_tokens") is not None]  # rows older than memory NLL lack it
+            if counted:  # over the cell's memory tokens, each weighing alike (trials hold few, unevenly)
+                entry["memory_tokens"] = sum(r["memory_tokens"] for r in counted)
+                if entry["memory_tokens"]:
+                    entry["memory_nll"] = sum(r["memory_nll"] * r["memory_tokens"] for r in counted
+                                              if r["memory_tokens"]) / entry["memory_tokens"]
         else:
             entry["accuracy"] = sum(bool(r["correct"]) for r in rs) / len(rs)
         for name in ("focus_recall", "needle_recall", "evidence_recall", "f1", "score"):
@@ -67,7 +73,7 @@ def by_task_budget(table: dict) -> dict:
 def headline(table: dict, lengths: list[int] | None = None) -> str:
     """One table for every task: megacontext, oracle focus, the whole history (`full`) and the best
     same-budget baseline of each cell (named), per history length (`lengths`: the table's own by default);
-    n trials in brackets."""
+    n trials in brackets; doc NLL with its memory NLL beside it where the rows carry one."""
     by = by_task_budget(table)
     lengths = lengths or sorted({ln for cells in by.values() for _, ln in cells})
     lines = ["| task, W | method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |",
@@ -76,7 +82,7 @@ def headline(table: dict, lengths: list[int] | None = None) -> str:
     for (task, budget), cells in sorted(by.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])):
         nll = task == "doc_nll"
         value = (lambda e: e["nll"]) if nll else (lambda e: e["accuracy"])
-        shown = (lambda e: f"{e['nll']:.3f}") if nll else (lambda e: f"{e['accuracy']:.0%}")
+        shown = _nll if nll else (lambda e: f"{e['accuracy']:.0%}")
         name = f"{task}, {budget}"  # on the cell's first line, whichever method has it
         for label, pick in (("megacontext", "megacontext"), ("oracle focus", "mc_oracle"), ("full history", "full"),
                             ("best baseline", None)):
@@ -98,6 +104,11 @@ def headline(table: dict, lengths: list[int] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _nll(e: dict) -> str:
+    """A doc-NLL entry's NLL, with its memory tokens' NLL where it has one."""
+    return f"{e['nll']:.3f}" + (f" · memory {e['memory_nll']:.3f}" if "memory_nll" in e else "")
+
+
 def markdown(table: dict) -> str:
     by = by_task_budget(table)
     parts = []
@@ -112,6 +123,12 @@ def markdown(table: dict) -> str:
             return f"{e['nll']:.3f} ({e['n']})" if task == "doc_nll" else f"{e['accuracy']:.0%} ({e['n']})"
 
         parts += _grid(methods, lengths, cells, cell) + [""]
+        memory = sorted({m for (m, _), e in cells.items() if "memory_tokens" in e})
+        if memory:
+            parts.append(f"*{task}, W = {budget}, memory NLL*: NLL of the continuation tokens whose previous "
+                         "occurrence lies more than W tokens back (names, rare words: what a memory is for), over "
+                         "the cell's memory tokens; their count in brackets\n")
+            parts += _grid(memory, lengths, cells, _memory_cell) + [""]
         focus = sorted({m for (m, _), e in cells.items() if "rounds" in e})
         if focus:
             parts.append(f"*{task}, W = {budget}, focus*: recall of the needle · median refocus rounds per answer · "
@@ -175,6 +192,12 @@ def _grid(methods: list[str], lengths: list[int], cells: dict, cell) -> list[str
     """A markdown table: one row per method, one column per history length, `cell(entry or None)` each."""
     lines = ["| method | " + " | ".join(f"{ln:,}" for ln in lengths) + " |", "|---|" + "---|" * len(lengths)]
     return lines + [f"| {m} | " + " | ".join(cell(cells.get((m, ln))) for ln in lengths) + " |" for m in methods]
+
+
+def _memory_cell(e: dict | None) -> str:
+    if e is None or "memory_tokens" not in e:
+        return "–"
+    return f"{e['memory_nll']:.3f} ({e['memory_tokens']})" if "memory_nll" in e else "– (0)"
 
 
 def _focus_cell(e: dict | None) -> str:
