@@ -10,6 +10,37 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+class BagOfWords:
+    """A sentence embedder for tests (MiniLM's stand-in): hashed word counts, L2-normalised, so that texts
+    sharing words are close. `calls` counts the texts embedded."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, texts):
+        import re
+
+        import torch
+
+        self.calls += len(texts)
+        out = torch.zeros(len(texts), 384)
+        for i, text in enumerate(texts):
+            for w in re.findall(r"[a-z]+", text.lower()):
+                out[i, sum(map(ord, w)) * 2654435761 % 384] += 1.0
+        return torch.nn.functional.normalize(out + 1e-6, dim=-1)
+
+
+@pytest.fixture(autouse=True)
+def _stand_in_embedder(request, monkeypatch):
+    """The dense block index (the default focus's) embeds with `BagOfWords` in every test not marked
+    `real_model`: unit tests run on tiny random models and never load MiniLM."""
+    if request.node.get_closest_marker("real_model") is None:
+        from megacontext.focus import index
+
+        stand_in = BagOfWords()
+        monkeypatch.setattr(index, "shared_embedder", lambda: stand_in)
+
+
 def byte_tokenizer(eos: str):
     """A byte-level tokenizer (one token per byte) with `eos` as its last id: (tokenizer, vocab)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers

@@ -11,7 +11,7 @@ from megacontext.eval import methods
 from megacontext.tasks import Trial, make_trial
 
 BOOK = "It was a bright cold day in April. The clocks were striking thirteen. " * 400
-MC = ("megacontext", "mc_recency", "mc_oracle", "mc_random")
+MC = ("megacontext", "mc_recency", "mc_oracle", "mc_random", "mc_lexical", "mc_hybrid")
 WORDS = "the river ran past old mills and quiet fields where farmers kept sheep near a stone bridge".split()
 
 

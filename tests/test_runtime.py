@@ -164,7 +164,7 @@ def test_position_gaps_do_not_split_attention(tiny_base):
     assert (last_a - last_b).abs().max() > 1e-3
 
 
-def test_pinned_prefix_is_read_raw_and_default_focus_runs_lexical_without_lensnet(tmp_path, tiny_base):
+def test_pinned_prefix_is_read_raw_and_default_focus_is_hybrid_without_lensnet(tmp_path, tiny_base):
     from megacontext.focus import PinnedPrefix
 
     cfg = config(budget=120, protected=16)
@@ -174,7 +174,7 @@ def test_pinned_prefix_is_read_raw_and_default_focus_runs_lexical_without_lensne
     for name, c in (("pinned", pinned), ("plain", plain)):
         with MegaContext.open(tmp_path / name, tiny_base, c, create=True) as mc:
             inner = mc.policy.inner if isinstance(mc.policy, PinnedPrefix) else mc.policy
-            assert inner.name == "lexical" and inner.lens is None  # no LensNet ships for the tiny model
+            assert inner.name == "hybrid"  # no LensNet ships for the tiny model
             assert isinstance(mc.policy, PinnedPrefix) == (name == "pinned")
             mc.append(TEXT * 2)
             answer = mc.generate(" a good", max_new_tokens=2, budget=120)

@@ -164,8 +164,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from megacontext.base import prepare_model
     from megacontext.models import get
 
+    from megacontext.models import embedder_dir
+
     spec = get(args.model)  # an unknown name fails here, before anything is fetched
     print(f"model {spec.key} ({spec.name}) ready at {prepare_model(spec.key, force=args.force)}")
+    # The default focus (`hybrid`) and the RAG baselines embed with MiniLM: fetched now, so that what follows runs offline.
+    print(f"sentence embedder (all-MiniLM-L6-v2) ready at {embedder_dir()}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -207,6 +211,21 @@ def cmd_train(args: argparse.Namespace) -> None:
                              time_budget_s=args.time_budget, context_layers=args.context_layers,
                              context_window=args.context_window, recon_share=args.recon_share)
         print(f"GistNet checkpoint: {path} (+ its JSON card)")
+    elif args.net == "focus":
+        from megacontext import data
+        from megacontext.base import BaseModel
+        from megacontext.focus.hybrid import CHECKPOINT
+        from megacontext.train.focus import train_focus
+
+        base = BaseModel.load(args.model, device=args.device)
+        book = "\n\n".join(data.books("train").values())
+        out = args.out or CHECKPOINT
+        examples = args.steps or 90
+        card = train_focus(base, examples=examples, held_out=max(1, examples // 3), lengths=(2000, 8000, 32000), out=out,
+                           book=book, command="megacontext " + " ".join(sys.argv[1:]), progress=not args.quiet)
+        held = card["metrics"]["held_out"]["all"]
+        print(f"hybrid focus weights: {out}; held-out recall@1 {held['recall@1']:.2f}, @3 {held['recall@3']:.2f}, "
+              f"@8 {held['recall@8']:.2f}")
     else:
         from megacontext.train.lensnet import train_lensnet
 
@@ -390,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="Train a network (GistNet) through the shared loop; resumes a run folder.",
                        description="Train a network (GistNet) through the shared loop; resumes a run folder.")
-    p.add_argument("net", choices=["gistnet", "lensnet"])
+    p.add_argument("net", choices=["gistnet", "lensnet", "focus"],
+                   help="focus: the hybrid focus's logistic weights from our own fact histories (--steps: how "
+                        "many, default 90, and a third as many held out; --out: the weights file, default the packaged one)")
     p.add_argument("--labels", metavar="DIR", help="lensnet: folder(s) of labelled snapshots, comma-separated (megacontext label focus)")
     p.add_argument("--config", metavar="FILE", help='JSON: {"train": {...}, "task": {...}, "net": {...}}')
     p.add_argument("--level", type=int, choices=[1, 2], default=1,

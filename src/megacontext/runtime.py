@@ -21,7 +21,7 @@ from megacontext import allocator, assemble, models
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.errors import StoreError
-from megacontext.focus import FocusInput, PinnedPrefix, default_focus, make_policy
+from megacontext.focus import FocusInput, PinnedPrefix, default_focus, make_policy, prepare
 from megacontext.gisters import default_gister, make_gister, name_of as gister_name
 from megacontext.sampling import Sampler, SamplingConfig, StopRule, TextStream, decode
 from megacontext.store import Store, StoreIdentity, discard_side_file, is_store
@@ -212,12 +212,22 @@ class MegaContext:
             for ids in slices:
                 for lo in range(0, len(ids), _INGEST_COMMIT_TOKENS):
                     chunk = ids[lo:lo + _INGEST_COMMIT_TOKENS]
-                    self.store.append(chunk, self.gister)
+                    self._append(chunk)
                     bar.update(len(chunk))
         return IngestStats(total, time.perf_counter() - t0)
 
     def append_ids(self, ids: Sequence[int]) -> None:
-        self.store.append(list(ids), self.gister)
+        self._append(list(ids))
+
+    def _append(self, ids: list[int]) -> None:
+        """One commit: tokens, their gists, then the focus policy's ingest-time work (its block index)."""
+        self.store.append(ids, self.gister)
+        prepare(self.policy, self.store)
+
+    def _truncate(self, num_tokens: int) -> None:
+        """Roll the history back (a failed turn), the policy's index with it."""
+        self.store.truncate(num_tokens)
+        prepare(self.policy, self.store)
 
     def _token_slices(self, text: str) -> Iterator[list[int]]:
         pos = 0
@@ -367,7 +377,7 @@ class MegaContext:
         try:
             answer = self._answer(prompt, max_new_tokens, budget, StopRule.of(stop), on_token, Sampler(sampling))
         except BaseException:
-            self.store.truncate(before)
+            self._truncate(before)
             self._step, self._history = state
             self.current = self._kv = None
             raise
@@ -427,7 +437,7 @@ class MegaContext:
         kept = raw[: len(raw) - len(raw.lstrip())] + text  # the answer as returned, its leading space kept
         self._kv = (cache, cached, self.store.num_tokens if kept == raw else asked[1])
         if kept != raw:  # a stop string or trailing space ended it: store the answer as returned
-            self.store.truncate(asked[1])
+            self._truncate(asked[1])
             self.append_ids(self.base.tokenize(kept))
             try:
                 wc = self._grow(asked[0], self.store.num_tokens, budget, trigger="decode")
@@ -453,7 +463,7 @@ class MegaContext:
     def ingest_ids(self, ids: Sequence[int]) -> None:
         """Append token ids in commit-sized slices (a crash loses at most the last slice)."""
         for lo in range(0, len(ids), _INGEST_COMMIT_TOKENS):
-            self.store.append(list(ids[lo:lo + _INGEST_COMMIT_TOKENS]), self.gister)
+            self._append(list(ids[lo:lo + _INGEST_COMMIT_TOKENS]))
 
     def _take_input(self, ids: list[int], budget: int, max_new_tokens: int,
                     timer: _Timer) -> tuple[WorkingContext, list[FocusPlan]]:

@@ -456,8 +456,9 @@ class TokenDrop(Method):
 
 @register("megacontext")
 class MegaContextMethod:
-    """MegaContext with a focus policy: `megacontext` (default policy), `mc_recency`, `mc_oracle`, `mc_random`,
-    `mc_lensnet` (the trained LensNet shipped for the base model)."""
+    """MegaContext with a focus policy: `megacontext` (the model's default policy), `mc_recency`, `mc_oracle`,
+    `mc_random`, `mc_lensnet` (the trained LensNet shipped for the base model), `mc_lexical` (the v1 rule stack,
+    the baseline row of issue 20) and `mc_hybrid`."""
 
     max_length = None
 
@@ -540,5 +541,5 @@ class _IngestCache:
 
 _INGESTED = _IngestCache()
 
-for _alias in ("mc_recency", "mc_oracle", "mc_random", "mc_lensnet"):
+for _alias in ("mc_recency", "mc_oracle", "mc_random", "mc_lensnet", "mc_lexical", "mc_hybrid"):
     METHODS[_alias] = MegaContextMethod

@@ -2,8 +2,9 @@
 
 A policy maps a `FocusInput` to one `EntryScore` per entry. Policies are built by name with one factory
 signature (`make_policy`). The package: the baselines (`baselines`: recency, random, oracle), the v1 rule
-stack (`lexical`, over the pure arithmetic in `bonus`) and LensNet inference (`lensnet`). Importing it
-loads no torch.
+stack (`lexical`, over the pure arithmetic in `bonus`), LensNet inference (`lensnet`) and the `hybrid` focus
+(`hybrid`, over the dense block index in `index`). A policy may also do ingest-time work (`prepare(store)`,
+called after every append). Importing it loads no torch.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class PolicyArgs:
     config: FocusConfig = field(default_factory=FocusConfig)
     targets: tuple[tuple[int, int], ...] = ()  # the oracle's known answer spans (token ranges)
     seed: int = 0  # the random baseline's seed
-    checkpoint: str | None = None  # a LensNet checkpoint instead of the one packaged for the base model
+    checkpoint: str | None = None  # the policy's trained weights instead of the packaged ones (LensNet, hybrid)
 
 
 FOCUS_POLICIES: dict[str, Callable[[PolicyArgs], FocusPolicy]] = {}
@@ -63,9 +64,18 @@ def make_policy(name: str, *, base=None, config: FocusConfig = FocusConfig(),
 
 
 def default_focus(model_name: str) -> str:
-    """`lexical` for every base model: it reads the trained LensNet shipped for the model, and runs its
-    lexical match alone where none is trained yet."""
-    return "lexical"
+    """`hybrid` for every base model, except one with a LensNet trained for it (SmolLM2-135M), which keeps the
+    `lexical` rule stack that reads it (its committed report rows)."""
+    from megacontext.nets.lensnet import packaged_checkpoint
+
+    return "lexical" if packaged_checkpoint(model_name) is not None else "hybrid"
+
+
+def prepare(policy, store) -> None:
+    """The policy's ingest-time work on `store` (the blocks an append completed), where it has any."""
+    hook = getattr(policy, "prepare", None)
+    if hook is not None:
+        hook(store)
 
 
 class PinnedPrefix:
@@ -79,6 +89,9 @@ class PinnedPrefix:
         self.name, self.config = inner.name, inner.config
         self.bonus = inner.config.pinned_bonus if bonus is None else bonus
 
+    def prepare(self, store) -> None:
+        prepare(self.inner, store)
+
     def score(self, inp: FocusInput) -> list[EntryScore]:
         k = inp.wc.block_size
         scores = self.inner.score(inp)
@@ -91,9 +104,10 @@ from megacontext.focus.baselines import OracleFocus, RandomFocus, RecencyFocus  
 from megacontext.focus.bonus import block_bonus, entry_bonus, lexical_scan, lexical_scores, scan_score, zscore  # noqa: E402
 from megacontext.focus.lensnet import LensNetScorer, features  # noqa: E402
 from megacontext.focus.lexical import LexicalFocus  # noqa: E402
+from megacontext.focus.hybrid import HybridFocus  # noqa: E402
 
 __all__ = [
-    "FOCUS_POLICIES", "FocusInput", "FocusPolicy", "LensNetScorer", "LexicalFocus", "OracleFocus", "PinnedPrefix",
+    "FOCUS_POLICIES", "FocusInput", "FocusPolicy", "HybridFocus", "LensNetScorer", "LexicalFocus", "OracleFocus", "PinnedPrefix",
     "PolicyArgs", "RandomFocus", "RecencyFocus", "block_bonus", "default_focus", "entry_bonus", "features",
-    "lexical_scan", "lexical_scores", "make_policy", "register", "scan_score", "zscore",
+    "lexical_scan", "lexical_scores", "make_policy", "prepare", "register", "scan_score", "zscore",
 ]

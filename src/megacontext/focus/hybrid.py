@@ -1,0 +1,112 @@
+"""The `hybrid` focus (issue 20): for a question, the probability that each L1 block holds what it asks, from
+two matches of the question against every block, and focus opens blocks in the order of that probability as
+far as the budget lets it (no thresholds).
+
+- *meaning*: the cosine of the question's sentence embedding with the block's row in the dense block index
+  (`focus.index`, made at ingest), which finds a fact asked in other words;
+- *words*: the `lexical` focus's scan (IDF-weighted question tokens and pairs found in the block), which tells
+  look-alike statements apart by the key they name.
+
+A logistic model over the cosine, both z-scores and each one's gap to the best block turns them into a probability;
+its weights are fitted by `megacontext train focus` on our own fact templates in training books
+(`train.focus_data`), never on the benchmark's, and ship as `checkpoints/focus-hybrid.json` with their card.
+Probe behind the choice (the model's own early heads against MiniLM and the lexical scan): docs/experiments.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from megacontext.allocator import EntryScore
+from megacontext.config import FocusConfig
+from megacontext.focus import FocusInput, register
+from megacontext.focus.baselines import RecencyFocus
+from megacontext.focus.bonus import entry_bonus, lexical_scan, zscore
+from megacontext.focus.index import DenseIndex
+
+CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "focus-hybrid.json"
+FEATURES = ("dense", "dense_z", "lexical_z", "dense_gap", "lexical_gap")
+
+
+def block_features(dense: np.ndarray, lex: np.ndarray) -> np.ndarray:
+    """Per block `[n, 5]` (`FEATURES`): the cosine itself (comparable across histories: whether anything matches
+    at all), then each match's z-score over the history's blocks and its gap (in z) to the best block's.
+    `dense`: cosines `[n]`; `lex`: `lexical_scores` `[n]` (all zero: no word of the question found, so its
+    columns are zero)."""
+    dense = np.asarray(dense, dtype=np.float64)
+    zd, zl = zscore(dense), zscore(np.asarray(lex, dtype=np.float64))
+    if len(zd) == 0:
+        return np.zeros((0, len(FEATURES)))
+    return np.stack([dense, zd, zl, zd - zd.max(), zl - zl.max()], axis=1)
+
+
+def probabilities(features: np.ndarray, weights: Sequence[float], bias: float) -> np.ndarray:
+    """The logistic model: per block, the probability that it holds the asked fact."""
+    return 1.0 / (1.0 + np.exp(-(features @ np.asarray(weights, dtype=np.float64) + bias)))
+
+
+def load_weights(path: str | Path | None = None) -> tuple[list[float], float, dict]:
+    """(weights, bias, card) of a fitted model (default: the packaged one)."""
+    path = Path(path or CHECKPOINT)
+    try:
+        card = json.loads(path.read_text())
+        weights, bias = [float(w) for w in card["weights"]], float(card["bias"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a fitted hybrid focus ({exc}); fit one with `megacontext train focus`") from None
+    if card.get("features") != list(FEATURES) or len(weights) != len(FEATURES):
+        raise ValueError(f"{path}: fitted on features {card.get('features')}, this code reads {list(FEATURES)}")
+    return weights, bias, card
+
+
+class HybridFocus:
+    """Per entry, recency plus `target_bonus` × the best probability among the L1 blocks it covers: the
+    allocator opens the likeliest blocks first (a coarse gist inherits its best block's, so focus descends to
+    it one level a round) and keeps opening while the budget and the recency of what it would collapse allow.
+    Continuing the text (no question) is recency alone."""
+
+    name = "hybrid"
+
+    def __init__(self, base=None, config: FocusConfig = FocusConfig(), checkpoint: str | None = None) -> None:
+        self.config = config
+        self.weights, self.bias, self.card = load_weights(checkpoint)
+        self.index = DenseIndex(base)
+        self.base = base
+        self._key: tuple | None = None
+        self._probs: np.ndarray | None = None
+
+    def prepare(self, store) -> None:
+        """Ingest-time work: index the blocks the last append completed."""
+        self.index.update(store)
+
+    def score(self, inp: FocusInput) -> list[EntryScore]:
+        recency = RecencyFocus(self.config).score(inp)
+        if not inp.question or not inp.wc.entries or not inp.query_ids:
+            return recency
+        bonus = entry_bonus(inp.wc, self.block_probs(inp.store, inp.query_ids))
+        t = self.config.target_bonus
+        return [EntryScore(r.gain + t * float(b), r.loss + t * float(b)) for r, b in zip(recency, bonus)]
+
+    def block_probs(self, store, question: Sequence[int]) -> np.ndarray:
+        """Per complete L1 block before the question: the probability that it holds what the question asks
+        (cached per store, length and question: every refocus round of a question reuses it)."""
+        k = store.block_size
+        n = max(0, store.num_tokens - len(question)) // k
+        key = (store.path, n, tuple(question))
+        if key != self._key:
+            self._key, self._probs = key, self.probabilities(store, question, n)
+        return self._probs
+
+    def probabilities(self, store, question: Sequence[int], n: int) -> np.ndarray:
+        if n == 0:
+            return np.zeros(0)
+        rows = self.index.rows(store, n)
+        query = self.index.embed([self.base.decode(list(question))])[0]
+        lex = lexical_scan(store, question, n, store.block_size)
+        return probabilities(block_features(rows @ query, lex), self.weights, self.bias)
+
+
+register("hybrid", lambda args: HybridFocus(args.base, args.config, args.checkpoint))

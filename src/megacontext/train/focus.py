@@ -1,0 +1,128 @@
+"""Fitting the `hybrid` focus's logistic model (issue 20): block features (`focus.hybrid.block_features`) of
+our own focus histories (`train.focus_data`, training books) labelled by where the asked fact lies, its
+weights by Newton's method on the L2-regularised log-loss, a card beside them (data, command, metrics on
+held-out examples)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from megacontext.focus.bonus import lexical_scan
+from megacontext.focus.hybrid import FEATURES, block_features, probabilities
+from megacontext.focus.index import DenseIndex
+from megacontext.train.focus_data import FAMILIES, example
+
+
+@dataclass
+class _Tokens:
+    """A read-only stand-in for a store over a token list (what the index and the scan read)."""
+
+    ids: np.ndarray
+    path: Path  # a name only: no index file is read there (not writable, nothing saved)
+    block_size: int = 32
+    writable: bool = False
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def counts(self) -> tuple[int]:
+        return (len(self.ids) // self.block_size,)
+
+    def read_tokens(self, start: int, stop: int) -> np.ndarray:
+        return self.ids[start:stop]
+
+
+def example_features(base, index: DenseIndex, ex, name: str, block_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(features `[n, 5]`, labels `[n]`: 1 where the block overlaps the asked fact; none when it is absent) of
+    one example."""
+    ids = np.asarray(base.tokenize(ex.history), dtype=np.int64)
+    store = _Tokens(ids, Path("/nonexistent") / name, block_size)
+    question = base.tokenize(ex.prompt)
+    n = store.counts[0]
+    rows = index.rows(store, n)
+    dense = rows @ index.embed([base.decode(question)])[0]
+    x = block_features(dense, lexical_scan(store, question, n, block_size))
+    y = np.zeros(n)
+    if ex.span is not None:
+        a, z = ex.span
+        y[a // block_size:min(n, -(-z // block_size))] = 1.0
+    return x, y
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> tuple[np.ndarray, float]:
+    """Weights and bias minimising mean log-loss + `l2`/2 ‖w‖² (the bias unpenalised), by Newton's method."""
+    xb = np.c_[x, np.ones(len(x))]
+    w = np.zeros(xb.shape[1])
+    reg = np.r_[np.full(x.shape[1], l2), 0.0]
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-xb @ w))
+        grad = xb.T @ (p - y) / len(y) + reg * w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb / len(y) + np.diag(reg + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w[:-1], float(w[-1])
+
+
+def recall_at(examples: Sequence[tuple[np.ndarray, np.ndarray]], weights, bias, at: int) -> float:
+    """Share of examples whose asked fact has a block among the `at` most probable (examples without one, the
+    absent family's, are left out)."""
+    hits = [y[np.argsort(-probabilities(x, weights, bias), kind="stable")[:at]].any() for x, y in examples if y.any()]
+    return float(np.mean(hits)) if hits else 0.0
+
+
+def train_focus(base, *, examples: int, lengths: Sequence[int], out: str | Path, held_out: int, book: str,
+                command: str, progress: bool = True) -> dict:
+    """Fit on `examples` histories (seeds 0…, lengths cycled), measure on `held_out` more (later seeds),
+    write the card (weights and all) atomically to `out`; returns it."""
+    from tqdm import tqdm
+
+    index = DenseIndex(base)
+    count = lambda text: len(base.tokenize(text))  # noqa: E731
+    t0 = time.perf_counter()
+    rows = []
+    for seed in tqdm(range(examples + held_out), desc="focus examples", disable=not progress):
+        length = lengths[seed % len(lengths)]
+        ex = example(seed, length, book, count)
+        rows.append((*example_features(base, index, ex, f"example-{seed}"), ex.family, length))
+    fit, test = rows[:examples], rows[examples:]
+    x = np.concatenate([r[0] for r in fit])
+    y = np.concatenate([r[1] for r in fit])
+    weights, bias = fit_logistic(x, y)
+
+    def metrics(subset) -> dict:
+        """Recall over the examples whose fact is there; the median top probability (absent: how sure focus is
+        of a block that answers nothing)."""
+        pairs = [(r[0], r[1]) for r in subset]
+        top = [float(probabilities(xx, weights, bias).max()) for xx, _ in pairs if len(xx)]
+        return {"examples": len(pairs), "recall@1": recall_at(pairs, weights, bias, 1),
+                "recall@3": recall_at(pairs, weights, bias, 3), "recall@8": recall_at(pairs, weights, bias, 8),
+                "median_top_probability": float(np.median(top)) if top else 0.0}
+
+    held = {"all": metrics(test)}
+    for family in FAMILIES:
+        held[family] = metrics([r for r in test if r[2] == family])
+    for length in lengths:
+        held[f"{length}"] = metrics([r for r in test if r[3] == length])
+    card = {"policy": "hybrid", "features": list(FEATURES), "weights": [float(w) for w in weights], "bias": bias,
+            "base_model": base.info.name, "embedder": "all-MiniLM-L6-v2",
+            "data": {"generator": "megacontext.train.focus_data", "books": "training split",
+                     "examples": examples, "held_out": held_out, "lengths": list(lengths),
+                     "blocks": int(len(y)), "positive_blocks": int(y.sum())},
+            "command": command, "wall_s": round(time.perf_counter() - t0, 1), "metrics": {"held_out": held}}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    os.replace(tmp, out)
+    return card

@@ -1,0 +1,163 @@
+"""The `hybrid` focus (issue 20): the dense block index a store keeps beside its history, the logistic model
+over meaning and word matches, its fitting, its training data (never the benchmark's templates), and the
+runtime opening the block a question means. A bag-of-words stand-in replaces MiniLM; the tiny random model
+is the base."""
+
+import json
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from megacontext.config import MegaConfig
+from megacontext.focus import HybridFocus, default_focus, make_policy
+from megacontext.focus.hybrid import FEATURES, block_features, load_weights, probabilities
+from megacontext.focus.index import INDEX_FILE, DenseIndex
+from megacontext.runtime import MegaContext
+from megacontext.store import Store
+from megacontext.tasks import PARAPHRASES
+from megacontext.train.focus import fit_logistic, recall_at
+from megacontext.train.focus_data import KEYED, PARAPHRASED, example
+
+from conftest import BagOfWords
+
+
+def config(budget=160, focus="recency"):
+    cfg = MegaConfig().with_budget(budget)
+    return replace(cfg, focus=focus, store=replace(cfg.store, block_size=8),
+                   working=replace(cfg.working, budget=budget, protected_tokens=16))
+
+
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+NEEDLE = "A violet heron guards the copper lighthouse. "
+
+
+def index_with(base) -> DenseIndex:
+    return DenseIndex(base, BagOfWords())
+
+
+def test_index_rows_follow_the_history_and_survive_torn_and_rewritten_rows(tmp_path, tiny_base):
+    with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
+        mc.append(FILLER * 12)
+        store, index = mc.store, index_with(tiny_base)
+        n = store.counts[0]
+        index.update(store)
+        file = store.path / INDEX_FILE
+        assert file.stat().st_size % (384 * 2 + 4) == 0 and file.stat().st_size // (384 * 2 + 4) == n
+        k = store.block_size
+        ids = store.read_tokens(0, n * k).tolist()
+        want = [tiny_base.decode(ids[max(0, b * k - k // 2):(b + 1) * k]) for b in range(n)]
+        assert index.texts(store, 0, n) == want  # the block with half a block before it
+        expected = BagOfWords().encode(want).numpy()
+        assert np.allclose(index.rows(store), expected, atol=2e-3)  # float16 rows
+        with open(file, "ab") as f:  # a torn row: cut, and the missing row made again
+            f.write(b"\x01\x02\x03")
+        index.update(store)
+        assert file.stat().st_size == n * (384 * 2 + 4)
+        calls = index.embedder.calls
+        assert np.allclose(index.rows(store), expected, atol=2e-3) and index.embedder.calls == calls  # nothing redone
+        # the history rolled back and grown with other text: the rows of changed blocks are made again
+        store.truncate(5 * k)
+        mc.append(NEEDLE * 10)
+        m = store.counts[0]
+        fresh = index_with(tiny_base)
+        assert np.allclose(index.rows(store), fresh.embed(fresh.texts(store, 0, m)), atol=2e-3)
+    with Store.open(tmp_path / "s") as readonly:  # read-only: computed in memory, nothing written
+        file.unlink()
+        rows = index_with(tiny_base).rows(readonly)
+        assert rows.shape == (readonly.counts[0], 384) and not file.exists()
+
+
+def test_block_features_are_z_scores_and_gaps_and_the_model_is_logistic():
+    dense, lex = np.array([0.1, 0.2, 0.9, 0.2]), np.zeros(4)
+    x = block_features(dense, lex)
+    zd = (dense - dense.mean()) / dense.std()
+    assert x.shape == (4, len(FEATURES)) and np.allclose(x[:, 0], dense) and np.allclose(x[:, 1], zd)
+    assert np.allclose(x[:, 3], zd - zd.max())
+    assert not x[:, 2].any() and not x[:, 4].any()  # no word of the question found: the lexical columns are zero
+    p = probabilities(x, [0.0, 1.0, 0.0, 2.0, 0.0], -1.0)
+    assert np.allclose(p, 1 / (1 + np.exp(-(x[:, 1] + 2 * x[:, 3] - 1)))) and int(np.argmax(p)) == 2
+
+
+def test_fit_logistic_recovers_the_feature_that_predicts_the_label():
+    rng = np.random.default_rng(0)
+    examples = []
+    for _ in range(40):
+        x = rng.normal(size=(50, 5))
+        y = np.zeros(50)
+        y[rng.integers(50)] = 1
+        x[y == 1, 0] += 4.0  # only the first feature tells the asked block apart
+        examples.append((x, y))
+    w, b = fit_logistic(np.concatenate([e[0] for e in examples]), np.concatenate([e[1] for e in examples]))
+    assert w[0] > 1.0 and np.abs(w[1:]).max() < 0.5 * w[0] and b < -2
+    assert recall_at(examples, w, b, 1) >= 0.9 and recall_at(examples, -w, b, 1) <= 0.1
+
+
+def test_focus_training_data_is_not_the_benchmarks_and_marks_the_asked_fact():
+    bench = {t for fact, question, _ in PARAPHRASES for t in (fact, question)}
+    ours = {t for fact, question, _ in PARAPHRASED for t in (fact, question)} | {t for pair in KEYED for t in pair}
+    assert not bench & ours
+    stop = set("the a an of in on at to by for and was is did how many what who which when whom her his my our their its".split())
+
+    def words(text):
+        return {w for w in re.findall(r"[a-z]+", text.lower().replace("{a}", "")) if w not in stop and len(w) > 2}
+
+    for fact, question, _ in PARAPHRASED:  # asked in other words
+        assert not words(fact) & words(question), (fact, question)
+    book = FILLER * 200
+    count = lambda text: len(text.split())  # noqa: E731
+    for seed in range(9):
+        ex = example(seed, 600, book, count)
+        assert ex.family == ("paraphrased", "keyed", "absent")[seed % 3] and abs(count(ex.history) - 600) < 120
+        if ex.family == "absent":  # three facts in the history, none of them the one asked
+            assert ex.span is None and sum(f.split("{a}")[0] in ex.history for f, _, _ in PARAPHRASED) == 3
+            asked = next(f for f, q, _ in PARAPHRASED if q in ex.prompt)
+            assert asked.split("{a}")[0] not in ex.history
+            continue
+        a, z = ex.span
+        asked = " ".join(ex.history.split()[a:z])
+        assert ex.answer in asked
+    assert example(3, 600, book, count) == example(3, 600, book, count)
+
+
+def test_hybrid_focus_opens_the_block_the_question_means(tmp_path, tiny_base):
+    """The block whose words and meaning match the question best comes back raw from deep in a gisted history
+    (recency alone leaves it a gist); the budget holds."""
+    weights = tmp_path / "w.json"
+    weights.write_text(json.dumps({"features": list(FEATURES), "weights": [0.0, 1.0, 1.0, 2.0, 1.0], "bias": -2.0}))
+    history = FILLER * 25 + NEEDLE + FILLER * 25
+    start = len(tiny_base.tokenize(history[:history.index(NEEDLE)]))
+    end = len(tiny_base.tokenize(history[:history.index(NEEDLE) + len(NEEDLE)]))
+    raw_best = {}
+    for focus in ("hybrid", "recency"):
+        with MegaContext.open(tmp_path / focus, tiny_base, config(), create=True) as mc:
+            policy = make_policy(focus, base=tiny_base, config=mc.config.focus_config, checkpoint=str(weights))
+            mc.policy = policy
+            mc.append(history)
+            if focus == "hybrid":  # indexed at ingest, every complete block
+                assert (mc.store.path / INDEX_FILE).stat().st_size == mc.store.counts[0] * (384 * 2 + 4)
+            answer = mc.generate("\n\nQuestion: where does the violet heron stand guard?\nAnswer:", max_new_tokens=1)
+            assert answer.rows_used <= 160
+            if focus == "hybrid":
+                p = policy.block_probs(mc.store, tiny_base.tokenize(
+                    "\n\nQuestion: where does the violet heron stand guard?\nAnswer:"))
+                best = int(np.argmax(p))
+                assert start // 8 <= best <= end // 8 and p[best] > 0.9  # the needle's block, and sure of it
+            k = mc.store.block_size
+            raw_best[focus] = any(r["level"] == 0 and r["start"] <= best * k and (best + 1) * k <= r["end"]
+                                  for r in answer.focus)
+    assert raw_best == {"hybrid": True, "recency": False}
+
+
+def test_hybrid_is_the_default_where_no_lensnet_is_trained_and_its_weights_are_checked(tmp_path):
+    assert default_focus("Qwen2.5-Coder-0.5B-Instruct") == "hybrid"
+    assert default_focus("SmolLM2-135M-Instruct") == "lexical"  # its LensNet and committed report rows
+    weights, bias, card = load_weights()  # the packaged fit
+    assert len(weights) == len(FEATURES) and card["data"]["generator"] == "megacontext.train.focus_data"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"features": ["x"], "weights": [1.0], "bias": 0.0}))
+    with pytest.raises(ValueError, match="fitted on features"):
+        load_weights(bad)
+    with pytest.raises(ValueError, match="train focus"):
+        HybridFocus(None, checkpoint=str(tmp_path / "missing.json"))
