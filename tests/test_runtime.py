@@ -168,13 +168,14 @@ def test_pinned_prefix_is_read_raw_and_default_focus_is_hybrid_without_lensnet(t
     from megacontext.focus import PinnedPrefix
 
     cfg = config(budget=120, protected=16)
+    with MegaContext.open(tmp_path / "default", tiny_base, cfg, create=True) as mc:
+        assert isinstance(mc.policy, PinnedPrefix) and mc.policy.inner.name == "hybrid"  # no LensNet for the tiny model
+    cfg = replace(cfg, focus="recency")  # the wrapper alone decides what differs
     pinned = replace(cfg, working=replace(cfg.working, pinned_tokens=8))
     plain = replace(cfg, working=replace(cfg.working, pinned_tokens=0))
     firsts = {}
     for name, c in (("pinned", pinned), ("plain", plain)):
         with MegaContext.open(tmp_path / name, tiny_base, c, create=True) as mc:
-            inner = mc.policy.inner if isinstance(mc.policy, PinnedPrefix) else mc.policy
-            assert inner.name == "hybrid"  # no LensNet ships for the tiny model
             assert isinstance(mc.policy, PinnedPrefix) == (name == "pinned")
             mc.append(TEXT * 2)
             answer = mc.generate(" a good", max_new_tokens=2, budget=120)

@@ -83,6 +83,8 @@ class DenseIndex:
     def update(self, store, blocks: int | None = None, valid: int | None = None) -> None:
         """Embed and append the rows of the complete blocks not yet indexed (up to `blocks`, default all). Rows
         from `valid` on (default: the last saved row is checked against its block) are made again."""
+        from tqdm import tqdm
+
         if not store.writable:
             return
         n = store.counts[0] if blocks is None else blocks
@@ -93,14 +95,19 @@ class DenseIndex:
             valid = len(saved) if last < 0 or saved["crc"][last] == _crc(store, last) else last
         _trim(path, min(valid, n))
         k = store.block_size
-        for lo in range(min(valid, n), n, BATCH):
-            hi = min(n, lo + BATCH)
-            rows = np.zeros(hi - lo, dtype=ROW)
-            rows["v"] = self.embed(self.texts(store, lo, hi))
-            tokens = store.read_tokens(lo * k, hi * k).astype(np.uint32).reshape(hi - lo, k)
-            rows["crc"] = [zlib.crc32(t.tobytes()) for t in tokens]
-            with open(path, "ab") as f:
-                f.write(rows.tobytes())
+        first = min(valid, n)
+        # An append indexes at most a commit's blocks; a store made before the index (or without this focus)
+        # is indexed once, at its first question, with a progress bar.
+        with tqdm(total=n - first, unit="block", desc="focus index", disable=n - first <= BATCH) as bar:
+            for lo in range(first, n, BATCH):
+                hi = min(n, lo + BATCH)
+                rows = np.zeros(hi - lo, dtype=ROW)
+                rows["v"] = self.embed(self.texts(store, lo, hi))
+                tokens = store.read_tokens(lo * k, hi * k).astype(np.uint32).reshape(hi - lo, k)
+                rows["crc"] = [zlib.crc32(t.tobytes()) for t in tokens]
+                with open(path, "ab") as f:
+                    f.write(rows.tobytes())
+                bar.update(hi - lo)
 
 
 # A row: the embedding (float16) and the CRC-32 of its block's token ids (uint32 little-endian bytes).

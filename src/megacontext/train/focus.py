@@ -83,7 +83,7 @@ def recall_at(examples: Sequence[tuple[np.ndarray, np.ndarray]], weights, bias, 
 
 def train_focus(base, *, examples: int, lengths: Sequence[int], out: str | Path, held_out: int, book: str,
                 command: str, progress: bool = True) -> dict:
-    """Fit on `examples` histories (seeds 0…, lengths cycled), measure on `held_out` more (later seeds),
+    """Fit on `examples` histories (seeds 0…; families, then lengths, cycled), measure on `held_out` more (later seeds),
     write the card (weights and all) atomically to `out`; returns it."""
     from tqdm import tqdm
 
@@ -92,7 +92,7 @@ def train_focus(base, *, examples: int, lengths: Sequence[int], out: str | Path,
     t0 = time.perf_counter()
     rows = []
     for seed in tqdm(range(examples + held_out), desc="focus examples", disable=not progress):
-        length = lengths[seed % len(lengths)]
+        length = lengths[(seed // len(FAMILIES)) % len(lengths)]  # every family at every length
         ex = example(seed, length, book, count)
         rows.append((*example_features(base, index, ex, f"example-{seed}"), ex.family, length))
     fit, test = rows[:examples], rows[examples:]
