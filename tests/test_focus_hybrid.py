@@ -4,6 +4,7 @@ runtime opening the block a question means. A bag-of-words stand-in replaces Min
 is the base."""
 
 import json
+import os
 import re
 from dataclasses import replace
 
@@ -51,12 +52,16 @@ def test_index_rows_follow_the_history_and_survive_torn_and_rewritten_rows(tmp_p
         assert index.texts(store, 0, n) == want  # the block with half a block before it
         expected = BagOfWords().encode(want).numpy()
         assert np.allclose(index.rows(store), expected, atol=2e-3)  # float16 rows
-        with open(file, "ab") as f:  # a torn row: cut, and the missing row made again
-            f.write(b"\x01\x02\x03")
+        calls = index.embedder.calls
+        os.truncate(file, file.stat().st_size - 3)  # a torn last row: cut, and that one row made again
         index.update(store)
-        assert file.stat().st_size == n * (384 * 2 + 4)
+        assert file.stat().st_size == n * (384 * 2 + 4) and index.embedder.calls == calls + 1
         calls = index.embedder.calls
         assert np.allclose(index.rows(store), expected, atol=2e-3) and index.embedder.calls == calls  # nothing redone
+        with open(file, "ab") as f:  # bytes past the last block (a crash mid-append): cut, nothing embedded
+            f.write(b"\x01\x02\x03")
+        index.update(store)
+        assert file.stat().st_size == n * (384 * 2 + 4) and index.embedder.calls == calls
         # the history rolled back and grown with other text: the rows of changed blocks are made again
         store.truncate(5 * k)
         mc.append(NEEDLE * 10)
@@ -67,6 +72,26 @@ def test_index_rows_follow_the_history_and_survive_torn_and_rewritten_rows(tmp_p
         file.unlink()
         rows = index_with(tiny_base).rows(readonly)
         assert rows.shape == (readonly.counts[0], 384) and not file.exists()
+
+
+def test_a_rollback_trims_the_index_without_embedding_and_the_question_is_never_scored(tmp_path, tiny_base):
+    weights = tmp_path / "w.json"
+    weights.write_text(json.dumps({"features": list(FEATURES), "weights": [0.0, 1.0, 1.0, 2.0, 1.0], "bias": -2.0}))
+    with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
+        policy = make_policy("hybrid", base=tiny_base, config=mc.config.focus_config, checkpoint=str(weights))
+        mc.policy = policy
+        mc.append(FILLER * 6)
+        before = mc.store.counts[0]
+        file = mc.store.path / INDEX_FILE
+        mc.append(NEEDLE * 4)
+        assert file.stat().st_size == mc.store.counts[0] * (384 * 2 + 4)
+        calls = policy.index.embedder.calls
+        mc._truncate(before * mc.store.block_size)
+        assert file.stat().st_size == before * (384 * 2 + 4) and policy.index.embedder.calls == calls
+        question = tiny_base.tokenize("\n\nQuestion: where is the heron?\nAnswer:")
+        mc.append_ids(question)
+        p = policy.block_probs(mc.store, question)
+        assert len(p) == (mc.store.num_tokens - len(question)) // mc.store.block_size  # the question's blocks: not
 
 
 def test_block_features_are_z_scores_and_gaps_and_the_model_is_logistic():

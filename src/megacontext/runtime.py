@@ -21,7 +21,7 @@ from megacontext import allocator, assemble, models
 from megacontext.base import BaseModel
 from megacontext.config import MegaConfig
 from megacontext.errors import StoreError
-from megacontext.focus import FocusInput, PinnedPrefix, default_focus, make_policy, prepare
+from megacontext.focus import FocusInput, PinnedPrefix, default_focus, make_policy, prepare, rolled_back
 from megacontext.gisters import default_gister, make_gister, name_of as gister_name
 from megacontext.sampling import Sampler, SamplingConfig, StopRule, TextStream, decode
 from megacontext.store import Store, StoreIdentity, discard_side_file, is_store
@@ -225,9 +225,10 @@ class MegaContext:
         prepare(self.policy, self.store)
 
     def _truncate(self, num_tokens: int) -> None:
-        """Roll the history back (a failed turn), the policy's index with it."""
+        """Roll the history back (a failed turn), the policy's index with it (trimmed, never re-embedded: this
+        runs while a turn unwinds)."""
         self.store.truncate(num_tokens)
-        prepare(self.policy, self.store)
+        rolled_back(self.policy, self.store)
 
     def _token_slices(self, text: str) -> Iterator[list[int]]:
         pos = 0

@@ -4,7 +4,7 @@ A policy maps a `FocusInput` to one `EntryScore` per entry. Policies are built b
 signature (`make_policy`). The package: the baselines (`baselines`: recency, random, oracle), the v1 rule
 stack (`lexical`, over the pure arithmetic in `bonus`), LensNet inference (`lensnet`) and the `hybrid` focus
 (`hybrid`, over the dense block index in `index`). A policy may also do ingest-time work (`prepare(store)`,
-called after every append). Importing it loads no torch.
+called after every append; `rolled_back(store)` after a rollback). Importing it loads no torch.
 """
 
 from __future__ import annotations
@@ -78,6 +78,13 @@ def prepare(policy, store) -> None:
         hook(store)
 
 
+def rolled_back(policy, store) -> None:
+    """Tell the policy that `store`'s history was rolled back (its index drops what the history lost)."""
+    hook = getattr(policy, "rolled_back", None)
+    if hook is not None:
+        hook(store)
+
+
 class PinnedPrefix:
     """Wraps any policy: entries covering the first `tokens` tokens of the history score as if they held
     the answer, so the allocator opens them first and collapses them last. A preference, not an
@@ -91,6 +98,9 @@ class PinnedPrefix:
 
     def prepare(self, store) -> None:
         prepare(self.inner, store)
+
+    def rolled_back(self, store) -> None:
+        rolled_back(self.inner, store)
 
     def score(self, inp: FocusInput) -> list[EntryScore]:
         k = inp.wc.block_size
@@ -109,5 +119,5 @@ from megacontext.focus.hybrid import HybridFocus  # noqa: E402
 __all__ = [
     "FOCUS_POLICIES", "FocusInput", "FocusPolicy", "HybridFocus", "LensNetScorer", "LexicalFocus", "OracleFocus", "PinnedPrefix",
     "PolicyArgs", "RandomFocus", "RecencyFocus", "block_bonus", "default_focus", "entry_bonus", "features",
-    "lexical_scan", "lexical_scores", "make_policy", "prepare", "register", "scan_score", "zscore",
+    "lexical_scan", "lexical_scores", "make_policy", "prepare", "register", "rolled_back", "scan_score", "zscore",
 ]

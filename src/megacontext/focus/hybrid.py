@@ -80,7 +80,13 @@ class HybridFocus:
 
     def prepare(self, store) -> None:
         """Ingest-time work: index the blocks the last append completed."""
+        self._key = None  # the history changed: no probabilities of before are served again
         self.index.update(store)
+
+    def rolled_back(self, store) -> None:
+        """After a rollback (a failed turn): the index forgets the blocks the history lost."""
+        self._key = None
+        self.index.trim(store)
 
     def score(self, inp: FocusInput) -> list[EntryScore]:
         recency = RecencyFocus(self.config).score(inp)
@@ -103,10 +109,15 @@ class HybridFocus:
     def probabilities(self, store, question: Sequence[int], n: int) -> np.ndarray:
         if n == 0:
             return np.zeros(0)
-        rows = self.index.rows(store, n)
-        query = self.index.embed([self.base.decode(list(question))])[0]
-        lex = lexical_scan(store, question, n, store.block_size)
-        return probabilities(block_features(rows @ query, lex), self.weights, self.bias)
+        return probabilities(question_features(self.index, store, question, n), self.weights, self.bias)
+
+
+def question_features(index: DenseIndex, store, question: Sequence[int], n: int) -> np.ndarray:
+    """`block_features` `[n, 5]` of the first `n` blocks of `store` for `question` (token ids): what the policy
+    scores and what `train focus` fits on."""
+    rows = index.rows(store, n)
+    query = index.embed([index.base.decode(list(question))])[0]
+    return block_features(rows @ query, lexical_scan(store, question, n, store.block_size))
 
 
 register("hybrid", lambda args: HybridFocus(args.base, args.config, args.checkpoint))

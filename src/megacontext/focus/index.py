@@ -89,13 +89,16 @@ class DenseIndex:
             return
         n = store.counts[0] if blocks is None else blocks
         path = store.path / INDEX_FILE
+        have = _count(path)
         if valid is None:
-            saved = _read(store.path, n)
-            last = len(saved) - 1
-            valid = len(saved) if last < 0 or saved["crc"][last] == _crc(store, last) else last
-        _trim(path, min(valid, n))
-        k = store.block_size
+            if have >= n:  # nothing new (the common case: called after every decoded token); cut what is past n
+                _trim(path, n)
+                return
+            # Only the last saved row is checked here (cheap); `rows` checks them all once per question.
+            last = _read_row(path, have - 1) if have else None
+            valid = have if last is None or last["crc"] == _crcs(store, have - 1, have)[0] else have - 1
         first = min(valid, n)
+        _trim(path, first)
         # An append indexes at most a commit's blocks; a store made before the index (or without this focus)
         # is indexed once, at its first question, with a progress bar.
         with tqdm(total=n - first, unit="block", desc="focus index", disable=n - first <= BATCH) as bar:
@@ -103,20 +106,27 @@ class DenseIndex:
                 hi = min(n, lo + BATCH)
                 rows = np.zeros(hi - lo, dtype=ROW)
                 rows["v"] = self.embed(self.texts(store, lo, hi))
-                tokens = store.read_tokens(lo * k, hi * k).astype(np.uint32).reshape(hi - lo, k)
-                rows["crc"] = [zlib.crc32(t.tobytes()) for t in tokens]
+                rows["crc"] = _crcs(store, lo, hi)
                 with open(path, "ab") as f:
                     f.write(rows.tobytes())
                 bar.update(hi - lo)
+
+    def trim(self, store) -> None:
+        """After a rollback: drop the rows of blocks the history no longer holds (never embeds)."""
+        self._memo = None
+        if store.writable:
+            _trim(store.path / INDEX_FILE, store.counts[0])
 
 
 # A row: the embedding (float16) and the CRC-32 of its block's token ids (uint32 little-endian bytes).
 ROW = np.dtype([("v", "<f2", (DIM,)), ("crc", "<u4")])
 
 
-def _crc(store, block: int) -> int:
+def _crcs(store, lo: int, hi: int) -> np.ndarray:
+    """CRC-32 of each block `lo…hi−1`'s token ids (uint32 little-endian bytes) `[hi − lo]`."""
     k = store.block_size
-    return zlib.crc32(store.read_tokens(block * k, (block + 1) * k).astype(np.uint32).tobytes())
+    tokens = store.read_tokens(lo * k, hi * k).astype(np.uint32).reshape(hi - lo, k)
+    return np.fromiter((zlib.crc32(t.tobytes()) for t in tokens), dtype=np.uint32, count=hi - lo)
 
 
 def _valid(saved: np.ndarray, store, n: int) -> int:
@@ -124,10 +134,19 @@ def _valid(saved: np.ndarray, store, n: int) -> int:
     m = min(len(saved), n)
     if m == 0:
         return 0
-    k = store.block_size
-    tokens = store.read_tokens(0, m * k).astype(np.uint32).reshape(m, k)
-    ok = np.fromiter((zlib.crc32(t.tobytes()) for t in tokens), dtype=np.uint32, count=m) == saved["crc"][:m]
+    ok = _crcs(store, 0, m) == saved["crc"][:m]
     return m if ok.all() else int(np.argmin(ok))
+
+
+def _count(path: Path) -> int:
+    try:
+        return path.stat().st_size // ROW.itemsize
+    except FileNotFoundError:
+        return 0
+
+
+def _read_row(path: Path, i: int) -> np.ndarray:
+    return np.fromfile(path, dtype=ROW, count=1, offset=i * ROW.itemsize)[0]
 
 
 def _trim(path: Path, keep: int) -> None:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from megacontext.focus.bonus import lexical_scan
-from megacontext.focus.hybrid import FEATURES, block_features, probabilities
+from megacontext.focus.hybrid import FEATURES, probabilities, question_features
 from megacontext.focus.index import DenseIndex
 from megacontext.train.focus_data import FAMILIES, example
 
@@ -46,11 +45,8 @@ def example_features(base, index: DenseIndex, ex, name: str, block_size: int = 3
     one example."""
     ids = np.asarray(base.tokenize(ex.history), dtype=np.int64)
     store = _Tokens(ids, Path("/nonexistent") / name, block_size)
-    question = base.tokenize(ex.prompt)
     n = store.counts[0]
-    rows = index.rows(store, n)
-    dense = rows @ index.embed([base.decode(question)])[0]
-    x = block_features(dense, lexical_scan(store, question, n, block_size))
+    x = question_features(index, store, base.tokenize(ex.prompt), n)
     y = np.zeros(n)
     if ex.span is not None:
         a, z = ex.span
