@@ -17,7 +17,7 @@ def test_light_tier_is_the_question_tasks_at_four_lengths_on_report_trials():
     assert (light.split, light.seed0, light.answer_cap) == (report.split, report.seed0, report.answer_cap)
     assert light.methods == SAME_BUDGET and "full" not in SAME_BUDGET and "mc_lensnet" not in SAME_BUDGET
     assert {"megacontext", "truncation_pin", "rag_hybrid_pin", "token_drop", "mc_oracle"} <= set(SAME_BUDGET)
-    assert "mc_lexical" in SAME_BUDGET  # the v1 rule stack stays beside the default focus (issue 20)
+    assert "mc_hybrid" in SAME_BUDGET  # the candidate focus runs beside the default (issue 20)
     for task in ("passkey_q", "paraphrase", "cwe"):
         for length in light.lengths:
             cells = list(grid(light, [task], [length], None))
@@ -64,7 +64,7 @@ def test_million_tier_is_pass_key_and_paraphrase_at_1m_for_the_methods_that_read
     assert spec.tasks == ("passkey_q", "paraphrase") and spec.lengths == (1_000_000,) and spec.costs
     assert (spec.trials, spec.budgets, spec.split, spec.seed0, spec.rows) == (10, (1024,), "test", 0, "")
     assert [c[3] for c in grid(spec, ["passkey_q"], spec.lengths, None)] == list(range(10))
-    assert set(spec.methods) == {"megacontext", "mc_lexical", "truncation", "truncation_pin", "sink_window", "rag_bm25",
+    assert set(spec.methods) == {"megacontext", "mc_hybrid", "truncation", "truncation_pin", "sink_window", "rag_bm25",
                                  "rag_bm25_pin", "rag_minilm", "rag_minilm_pin", "rag_hybrid", "rag_hybrid_pin"}
     for m in spec.methods:  # none of them has a length limit
         assert getattr(methods.METHODS[m], "max_length", None) is None, m

@@ -164,12 +164,13 @@ def test_position_gaps_do_not_split_attention(tiny_base):
     assert (last_a - last_b).abs().max() > 1e-3
 
 
-def test_pinned_prefix_is_read_raw_and_default_focus_is_hybrid_without_lensnet(tmp_path, tiny_base):
+def test_pinned_prefix_is_read_raw_and_default_focus_runs_lexical_without_lensnet(tmp_path, tiny_base):
     from megacontext.focus import PinnedPrefix
 
     cfg = config(budget=120, protected=16)
     with MegaContext.open(tmp_path / "default", tiny_base, cfg, create=True) as mc:
-        assert isinstance(mc.policy, PinnedPrefix) and mc.policy.inner.name == "hybrid"  # no LensNet for the tiny model
+        assert isinstance(mc.policy, PinnedPrefix) and mc.policy.inner.name == "lexical"
+        assert mc.policy.inner.lens is None  # no LensNet ships for the tiny model
     cfg = replace(cfg, focus="recency")  # the wrapper alone decides what differs
     pinned = replace(cfg, working=replace(cfg.working, pinned_tokens=8))
     plain = replace(cfg, working=replace(cfg.working, pinned_tokens=0))

@@ -33,8 +33,8 @@ from megacontext.eval.tables import (BASELINES, by_task_budget, costs_table, hea
                                      summarise)
 from megacontext.tasks import TASKS, Trial, answer_share, completion_form, is_correct, make_trial, turns_recall
 
-# Every method once: `mc_lensnet`, `mc_lexical` and `mc_hybrid` name policies that `megacontext` runs for one model
-# or the other (the report's committed rows are SmolLM2's, whose default is `lexical`).
+# Every method once: `mc_lensnet` and `mc_lexical` name the policy that `megacontext` runs; `mc_hybrid` (the candidate
+# default, issue 20) runs where a tier or --methods names it.
 DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("mc_lensnet", "mc_lexical", "mc_hybrid"))
 # A UUID is ~25 tokens; every other answer is a short number. A question form's answer may be a sentence
 # ("The value for key … is …"); decoding stops at its end of line.
@@ -69,8 +69,8 @@ TIER_TASKS = ("passkey", "passkey_book", "multikey", "uuid_kv", "vartrack", "doc
 QUESTION_TASKS = ("locomo", "locomo_long", "paraphrase", "multivalue", "multiquery", "uuid_uuid", "cwe", "passkey_q",
                   "passkey_book_q", "multikey_q", "uuid_kv_q", "vartrack_q")
 # Every method answering from the same W rows: the full-context ceiling is not one (`--methods full` adds it);
-# `mc_lexical`, the v1 rule stack, stays beside the default focus as its baseline (issue 20).
-SAME_BUDGET = tuple(m for m in DEFAULT_METHODS if m != "full") + ("mc_lexical",)
+# `mc_hybrid`, the candidate for the default focus, runs beside it (issue 20).
+SAME_BUDGET = tuple(m for m in DEFAULT_METHODS if m != "full") + ("mc_hybrid",)
 TIERS = {
     "smoke": Tier(TIER_TASKS, (600,), (256,), 1, 1, (256,), answer_cap=16),
     "report": Tier(TIER_TASKS, (1000, 4000, 8000, 32000, 128000), (1024,), 20, 50, (256, 1024)),
@@ -83,7 +83,7 @@ TIERS["light"] = replace(TIERS["report"], tasks=QUESTION_TASKS, lengths=(1000, 8
                          passkey_trials=20, passkey_budgets=(1024,), methods=SAME_BUDGET, rows="report")
 # One million tokens: MegaContext and the baselines that can read that far (token dropping stops at 32k, full at
 # the model's window), report seeds on the test books; each row records its peak RSS.
-MILLION_METHODS = ("megacontext", "mc_lexical", "truncation", "truncation_pin", "sink_window", "rag_bm25", "rag_bm25_pin",
+MILLION_METHODS = ("megacontext", "mc_hybrid", "truncation", "truncation_pin", "sink_window", "rag_bm25", "rag_bm25_pin",
                    "rag_minilm", "rag_minilm_pin", "rag_hybrid", "rag_hybrid_pin")
 TIERS["million"] = Tier(("passkey_q", "paraphrase"), (1_000_000,), (1024,), 10, 10, (1024,), methods=MILLION_METHODS,
                         costs=True)
