@@ -123,24 +123,22 @@ def markdown(table: dict) -> str:
             return f"{e['nll']:.3f} ({e['n']})" if task == "doc_nll" else f"{e['accuracy']:.0%} ({e['n']})"
 
         parts += _grid(methods, lengths, cells, cell) + [""]
-        memory = sorted({m for (m, _), e in cells.items() if "memory_tokens" in e})
-        if memory:
-            parts.append(f"*{task}, W = {budget}, memory NLL*: NLL of the continuation tokens whose previous "
-                         "occurrence lies more than W tokens back (names, rare words: what a memory is for), over "
-                         "the cell's memory tokens; their count in brackets\n")
-            parts += _grid(memory, lengths, cells, _memory_cell) + [""]
-        focus = sorted({m for (m, _), e in cells.items() if "rounds" in e})
-        if focus:
-            parts.append(f"*{task}, W = {budget}, focus*: recall of the needle · median refocus rounds per answer · "
-                         "moves per round · median answer latency over truncation's, same trial and run (– where "
-                         "truncation did not run beside it)\n")
-            parts += _grid(focus, lengths, cells, _focus_cell) + [""]
-        recall = sorted({m for (m, _), e in cells.items() if "needle_recall" in e})
-        if recall:
-            parts.append(f"*{task}, W = {budget}, needle recall*: share of the needles' tokens the model saw raw "
-                         "when answering (every method: kept tokens, retrieved chunks or raw focus)\n")
-            parts += _grid(recall, lengths, cells,
-                           lambda e: f"{e['needle_recall']:.2f}" if e and "needle_recall" in e else "–") + [""]
+
+        def section(field: str, caption: str, fmt) -> None:
+            """A grid of the methods whose cells carry `field`, under its caption (none: no section)."""
+            have = sorted({m for (m, _), e in cells.items() if field in e})
+            if have:
+                parts.extend([f"*{task}, W = {budget}, {caption}\n", *_grid(have, lengths, cells, fmt), ""])
+
+        section("memory_tokens", "memory NLL*: NLL of the continuation tokens whose previous occurrence lies more "
+                "than W tokens back (names, rare words: what a memory is for), over the cell's memory tokens; their "
+                "count in brackets", _memory_cell)
+        section("rounds", "focus*: recall of the needle · median refocus rounds per answer · moves per round · "
+                "median answer latency over truncation's, same trial and run (– where truncation did not run "
+                "beside it)", _focus_cell)
+        section("needle_recall", "needle recall*: share of the needles' tokens the model saw raw when answering "
+                "(every method: kept tokens, retrieved chunks or raw focus)",
+                lambda e: f"{e['needle_recall']:.2f}" if e and "needle_recall" in e else "–")
     return "\n".join(parts)
 
 

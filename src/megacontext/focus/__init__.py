@@ -72,14 +72,16 @@ def default_focus(model_name: str) -> str:
 
 def prepare(policy, store) -> None:
     """The policy's ingest-time work on `store` (the blocks an append completed), where it has any."""
-    hook = getattr(policy, "prepare", None)
-    if hook is not None:
-        hook(store)
+    _hook(policy, "prepare", store)
 
 
 def rolled_back(policy, store) -> None:
     """Tell the policy that `store`'s history was rolled back (its index drops what the history lost)."""
-    hook = getattr(policy, "rolled_back", None)
+    _hook(policy, "rolled_back", store)
+
+
+def _hook(policy, name: str, store) -> None:
+    hook = getattr(policy, name, None)
     if hook is not None:
         hook(store)
 
