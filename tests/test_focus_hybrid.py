@@ -19,7 +19,7 @@ from megacontext.runtime import MegaContext
 from megacontext.store import Store
 from megacontext.tasks import PARAPHRASES
 from megacontext.train.focus import fit_logistic, recall_at
-from megacontext.train.focus_data import KEYED, PARAPHRASED, example
+from megacontext.train.focus_data import FAMILIES, KEYED, KEYS, LONG, NAMES, PARAPHRASED, example
 
 from conftest import BagOfWords
 
@@ -32,6 +32,7 @@ def config(budget=160, focus="recency"):
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 NEEDLE = "A violet heron guards the copper lighthouse. "
+WEIGHTS = [0.0, 1.0, 1.0, 2.0, 1.0] + [0.0] * (len(FEATURES) - 5)  # the block's own z-scores and gaps
 
 
 def index_with(base) -> DenseIndex:
@@ -76,7 +77,7 @@ def test_index_rows_follow_the_history_and_survive_torn_and_rewritten_rows(tmp_p
 
 def test_a_rollback_trims_the_index_without_embedding_and_the_question_is_never_scored(tmp_path, tiny_base):
     weights = tmp_path / "w.json"
-    weights.write_text(json.dumps({"features": list(FEATURES), "weights": [0.0, 1.0, 1.0, 2.0, 1.0], "bias": -2.0}))
+    weights.write_text(json.dumps({"features": list(FEATURES), "weights": WEIGHTS, "bias": -2.0}))
     with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
         policy = make_policy("hybrid", base=tiny_base, config=mc.config.focus_config, checkpoint=str(weights))
         mc.policy = policy
@@ -98,11 +99,21 @@ def test_block_features_are_z_scores_and_gaps_and_the_model_is_logistic():
     dense, lex = np.array([0.1, 0.2, 0.9, 0.2]), np.zeros(4)
     x = block_features(dense, lex)
     zd = (dense - dense.mean()) / dense.std()
+    gap = zd - zd.max()
     assert x.shape == (4, len(FEATURES)) and np.allclose(x[:, 0], dense) and np.allclose(x[:, 1], zd)
-    assert np.allclose(x[:, 3], zd - zd.max())
-    assert not x[:, 2].any() and not x[:, 4].any()  # no word of the question found: the lexical columns are zero
-    p = probabilities(x, [0.0, 1.0, 0.0, 2.0, 0.0], -1.0)
+    assert np.allclose(x[:, 3], gap)
+    col = {f: x[:, i] for i, f in enumerate(FEATURES)}
+    # the neighbours' gaps: the block before, two before, after; the edges read as the least matching block
+    assert np.allclose(col["dense_gap_prev"], [gap.min(), *gap[:3]])
+    assert np.allclose(col["dense_gap_prev2"], [gap.min(), gap.min(), *gap[:2]])
+    assert np.allclose(col["dense_gap_next"], [*gap[1:], gap.min()])
+    assert not any(col[f].any() for f in FEATURES if "lexical" in f)  # no word of the question found: zero
+    w = [0.0, 1.0, 0.0, 2.0, 0.0] + [0.0] * (len(FEATURES) - 5)
+    p = probabilities(x, w, -1.0)
     assert np.allclose(p, 1 / (1 + np.exp(-(x[:, 1] + 2 * x[:, 3] - 1)))) and int(np.argmax(p)) == 2
+    w[FEATURES.index("dense_gap_prev")] = 3.0  # a weight on the block before: of two alike, the one after the match wins
+    q = probabilities(x, w, -1.0)
+    assert np.isclose(p[1], p[3]) and q[3] > q[1]
 
 
 def test_fit_logistic_recovers_the_feature_that_predicts_the_label():
@@ -117,11 +128,15 @@ def test_fit_logistic_recovers_the_feature_that_predicts_the_label():
     w, b = fit_logistic(np.concatenate([e[0] for e in examples]), np.concatenate([e[1] for e in examples]))
     assert w[0] > 1.0 and np.abs(w[1:]).max() < 0.5 * w[0] and b < -2
     assert recall_at(examples, w, b, 1) >= 0.9 and recall_at(examples, -w, b, 1) <= 0.1
+    x, y = examples[0]
+    y2 = y.copy()
+    y2[np.argsort(-x[:, 0])[-1]] = 1  # a second block of the fact, the least likely one
+    assert recall_at([(x, y2)], w, b, 1) == 1.0 and recall_at([(x, y2)], w, b, 1, whole=True) == 0.0
 
 
 def test_focus_training_data_is_not_the_benchmarks_and_marks_the_asked_fact():
     bench = {t for fact, question, _ in PARAPHRASES for t in (fact, question)}
-    ours = {t for fact, question, _ in PARAPHRASED for t in (fact, question)} | {t for pair in KEYED for t in pair}
+    ours = {t for fact, question, _ in PARAPHRASED for t in (fact, question)} | {t for pair in KEYED + LONG for t in pair}
     assert not bench & ours
     stop = set("the a an of in on at to by for and was is did how many what who which when whom her his my our their its".split())
 
@@ -132,9 +147,9 @@ def test_focus_training_data_is_not_the_benchmarks_and_marks_the_asked_fact():
         assert not words(fact) & words(question), (fact, question)
     book = FILLER * 200
     count = lambda text: len(text.split())  # noqa: E731
-    for seed in range(9):
+    for seed in range(12):
         ex = example(seed, 600, book, count)
-        assert ex.family == ("paraphrased", "keyed", "absent")[seed % 3] and abs(count(ex.history) - 600) < 120
+        assert ex.family == FAMILIES[seed % 4] and abs(count(ex.history) - 600) < 120
         if ex.family == "absent":  # three facts in the history, none of them the one asked
             assert ex.span is None and sum(f.split("{a}")[0] in ex.history for f, _, _ in PARAPHRASED) == 3
             asked = next(f for f, q, _ in PARAPHRASED if q in ex.prompt)
@@ -143,14 +158,24 @@ def test_focus_training_data_is_not_the_benchmarks_and_marks_the_asked_fact():
         a, z = ex.span
         asked = " ".join(ex.history.split()[a:z])
         assert ex.answer in asked
+        if ex.family == "long":  # a long code of capitals and digits in groups of four, asked by its key
+            assert re.fullmatch(r"[A-Z0-9]{4}(-[A-Z0-9]{4}){3,7}", ex.answer)
     assert example(3, 600, book, count) == example(3, 600, book, count)
+    # text without a sentence end: a fact goes between two words, never inside one
+    prose = "lorem ipsum dolor sit amet " * 400
+    templates = " ".join(t for row in PARAPHRASED + KEYED + LONG for t in row) + " " + " ".join(NAMES + KEYS)
+    known = set(re.findall(r"[A-Za-z]+", prose + templates))
+    for seed in range(8):
+        ex = example(seed, 600, prose, count)
+        words = re.findall(r"[A-Za-z0-9]+", ex.history)
+        assert all(w in known or any(c.isdigit() for c in w) or w.isupper() for w in words)
 
 
 def test_hybrid_focus_opens_the_block_the_question_means(tmp_path, tiny_base):
     """The block whose words and meaning match the question best comes back raw from deep in a gisted history
     (recency alone leaves it a gist); the budget holds."""
     weights = tmp_path / "w.json"
-    weights.write_text(json.dumps({"features": list(FEATURES), "weights": [0.0, 1.0, 1.0, 2.0, 1.0], "bias": -2.0}))
+    weights.write_text(json.dumps({"features": list(FEATURES), "weights": WEIGHTS, "bias": -2.0}))
     history = FILLER * 25 + NEEDLE + FILLER * 25
     start = len(tiny_base.tokenize(history[:history.index(NEEDLE)]))
     end = len(tiny_base.tokenize(history[:history.index(NEEDLE) + len(NEEDLE)]))

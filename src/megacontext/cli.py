@@ -215,17 +215,21 @@ def cmd_train(args: argparse.Namespace) -> None:
         from megacontext import data
         from megacontext.base import BaseModel
         from megacontext.focus.hybrid import CHECKPOINT
+        from megacontext.models import cache_home
         from megacontext.train.focus import train_focus
 
+        if args.steps is not None:
+            raise ValueError("train focus fits in closed form: --examples N sets how many histories, not --steps")
         base = BaseModel.load(args.model, device=args.device)
         book = "\n\n".join(data.books("train").values())
         out = args.out or CHECKPOINT
-        examples = args.steps or 90
+        examples = args.examples or 120
         card = train_focus(base, examples=examples, held_out=max(1, examples // 3), lengths=(2000, 8000, 32000), out=out,
-                           book=book, command="megacontext " + " ".join(sys.argv[1:]), progress=not args.quiet)
+                           book=book, command="megacontext " + " ".join(sys.argv[1:]), progress=not args.quiet,
+                           cache=cache_home() / "focus-signals")
         held = card["metrics"]["held_out"]["all"]
         print(f"hybrid focus weights: {out}; held-out recall@1 {held['recall@1']:.2f}, @3 {held['recall@3']:.2f}, "
-              f"@8 {held['recall@8']:.2f}")
+              f"@8 {held['recall@8']:.2f}; every block of the fact in the top 3 {held['whole@3']:.2f}")
     else:
         from megacontext.train.lensnet import train_lensnet
 
@@ -410,8 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="Train a network (GistNet) through the shared loop; resumes a run folder.",
                        description="Train a network (GistNet) through the shared loop; resumes a run folder.")
     p.add_argument("net", choices=["gistnet", "lensnet", "focus"],
-                   help="focus: the hybrid focus's logistic weights from our own fact histories (--steps: how "
-                        "many, default 90, and a third as many held out; --out: the weights file, default the packaged one)")
+                   help="focus: the hybrid focus's logistic weights from our own fact histories (--examples: how "
+                        "many, default 120, and a third as many held out; --out: the weights file, default the packaged one)")
+    p.add_argument("--examples", type=int, metavar="N", help="focus: fact histories to fit on (default 120)")
     p.add_argument("--labels", metavar="DIR", help="lensnet: folder(s) of labelled snapshots, comma-separated (megacontext label focus)")
     p.add_argument("--config", metavar="FILE", help='JSON: {"train": {...}, "task": {...}, "net": {...}}')
     p.add_argument("--level", type=int, choices=[1, 2], default=1,

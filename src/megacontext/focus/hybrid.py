@@ -7,7 +7,9 @@ far as the budget lets it (no thresholds).
 - *words*: the `lexical` focus's scan (IDF-weighted question tokens and pairs found in the block), which tells
   look-alike statements apart by the key they name.
 
-A logistic model over the cosine, both z-scores and each one's gap to the best block turns them into a probability;
+A logistic model over the cosine, both z-scores and each one's gap to the best block, and the gaps of the blocks
+around it (a statement runs over block boundaries: a UUID's value lies a block or two after the key that names it),
+turns them into a probability;
 its weights are fitted by `megacontext train focus` on our own fact templates in training books
 (`train.focus_data`), never on the benchmark's, and ship as `checkpoints/focus-hybrid.json` with their card.
 Probe behind the choice (the model's own early heads against MiniLM and the lexical scan): docs/experiments.md.
@@ -29,19 +31,34 @@ from megacontext.focus.bonus import entry_bonus, lexical_scan, zscore
 from megacontext.focus.index import DenseIndex
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "focus-hybrid.json"
-FEATURES = ("dense", "dense_z", "lexical_z", "dense_gap", "lexical_gap")
+OWN = ("dense", "dense_z", "lexical_z", "dense_gap", "lexical_gap")
+NEIGHBOURS = (("prev", 1), ("prev2", 2), ("next", -1))  # (name, how many blocks back the neighbour lies)
+FEATURES = OWN + tuple(f"{gap}_{name}" for name, _ in NEIGHBOURS for gap in ("dense_gap", "lexical_gap"))
+
+
+def _shifted(x: np.ndarray, back: int) -> np.ndarray:
+    """`x` of the block `back` blocks before each block (after, when negative); the edges read as the least
+    matching block of the history."""
+    out = np.full_like(x, x.min())
+    if back > 0:
+        out[back:] = x[:-back]
+    elif back < 0:
+        out[:back] = x[-back:]
+    return out
 
 
 def block_features(dense: np.ndarray, lex: np.ndarray) -> np.ndarray:
-    """Per block `[n, 5]` (`FEATURES`): the cosine itself (comparable across histories: whether anything matches
-    at all), then each match's z-score over the history's blocks and its gap (in z) to the best block's.
-    `dense`: cosines `[n]`; `lex`: `lexical_scores` `[n]` (all zero: no word of the question found, so its
-    columns are zero)."""
+    """Per block `[n, len(FEATURES)]`: the cosine itself (comparable across histories: whether anything matches
+    at all), each match's z-score over the history's blocks and its gap (in z) to the best block's, then both
+    gaps of the block one and two before it and of the one after. `dense`: cosines `[n]`; `lex`:
+    `lexical_scores` `[n]` (all zero: no word of the question found, so its columns are zero)."""
     dense = np.asarray(dense, dtype=np.float64)
     zd, zl = zscore(dense), zscore(np.asarray(lex, dtype=np.float64))
     if len(zd) == 0:
         return np.zeros((0, len(FEATURES)))
-    return np.stack([dense, zd, zl, zd - zd.max(), zl - zl.max()], axis=1)
+    gd, gl = zd - zd.max(), zl - zl.max()
+    around = [g for _, back in NEIGHBOURS for g in (_shifted(gd, back), _shifted(gl, back))]
+    return np.stack([dense, zd, zl, gd, gl, *around], axis=1)
 
 
 def probabilities(features: np.ndarray, weights: Sequence[float], bias: float) -> np.ndarray:
@@ -74,6 +91,7 @@ class HybridFocus:
         self.config = config
         self.weights, self.bias, self.card = load_weights(checkpoint)
         self.index = DenseIndex(base)
+        self.index.embedder  # loaded now: a MiniLM missing offline fails at the start, not after the first commit
         self.base = base
         self._key: tuple | None = None
         self._probs: np.ndarray | None = None
@@ -112,12 +130,17 @@ class HybridFocus:
         return probabilities(question_features(self.index, store, question, n), self.weights, self.bias)
 
 
-def question_features(index: DenseIndex, store, question: Sequence[int], n: int) -> np.ndarray:
-    """`block_features` `[n, 5]` of the first `n` blocks of `store` for `question` (token ids): what the policy
-    scores and what `train focus` fits on."""
+def question_signals(index: DenseIndex, store, question: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cosines `[n]`, lexical scores `[n]`) of the first `n` blocks of `store` for `question` (token ids): the two
+    matches `block_features` is made from (`train focus` caches them)."""
     rows = index.rows(store, n)
     query = index.embed([index.base.decode(list(question))])[0]
-    return block_features(rows @ query, lexical_scan(store, question, n, store.block_size))
+    return rows @ query, lexical_scan(store, question, n, store.block_size)
+
+
+def question_features(index: DenseIndex, store, question: Sequence[int], n: int) -> np.ndarray:
+    """`block_features` of the first `n` blocks of `store` for `question`: what the policy scores."""
+    return block_features(*question_signals(index, store, question, n))
 
 
 register("hybrid", lambda args: HybridFocus(args.base, args.config, args.checkpoint))

@@ -3,8 +3,9 @@ question can be matched by meaning against every block at the cost of one matrix
 
 A row embeds the block's text with half a block before it (a sentence cut by the block boundary still reads
 whole; no later text, so a row never changes once written) through all-MiniLM-L6-v2 (`base.TextEmbedder`).
-Rows live in a side file of the store, `focus-index.rows` (row i = block i: the embedding as float16 and the
-CRC-32 of the block's tokens; no header), written as the history grows (`DenseIndex.update`, called by the
+Rows live in a side file of the store named after the embedder, `focus-index.all-MiniLM-L6-v2.rows` (row i =
+block i: the embedding as float16 and the CRC-32 of the block's tokens; no header: another embedder writes
+another file), written as the history grows (`DenseIndex.update`, called by the
 runtime after every append). It is derived data: a torn last row, rows whose block changed (a history
 truncated and grown again) or a missing file are recomputed from L0, never an error.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-INDEX_FILE = "focus-index.rows"
+INDEX_FILE = "focus-index.all-MiniLM-L6-v2.rows"
 DIM = 384  # all-MiniLM-L6-v2
 BATCH = 256  # blocks per embedding pass (memory stays flat, the cost linear in the history)
 

@@ -1,10 +1,12 @@
 """Fitting the `hybrid` focus's logistic model (issue 20): block features (`focus.hybrid.block_features`) of
 our own focus histories (`train.focus_data`, training books) labelled by where the asked fact lies, its
 weights by Newton's method on the L2-regularised log-loss, a card beside them (data, command, metrics on
-held-out examples)."""
+held-out examples). Each example's two matches (cosines, lexical scores) are cached on disk, keyed by its text,
+so a refit after a change of features embeds nothing again."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from megacontext.focus.hybrid import FEATURES, probabilities, question_features
+from megacontext.focus.hybrid import FEATURES, block_features, probabilities, question_signals
 from megacontext.focus.index import DenseIndex
 from megacontext.train.focus_data import FAMILIES, example
 
@@ -40,13 +42,26 @@ class _Tokens:
         return self.ids[start:stop]
 
 
-def example_features(base, index: DenseIndex, ex, name: str, block_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(features `[n, 5]`, labels `[n]`: 1 where the block overlaps the asked fact; none when it is absent) of
-    one example."""
+def example_features(base, index: DenseIndex, ex, name: str, block_size: int = 32,
+                     cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(features `[n, len(FEATURES)]`, labels `[n]`: 1 where the block overlaps the asked fact; none when it is
+    absent) of one example; its signals read from (or written to) `cache` when given."""
     ids = np.asarray(base.tokenize(ex.history), dtype=np.int64)
     store = _Tokens(ids, Path("/nonexistent") / name, block_size)
     n = store.counts[0]
-    x = question_features(index, store, base.tokenize(ex.prompt), n)
+    key = hashlib.sha256(f"{base.info.name}\0{block_size}\0{ex.prompt}\0{ex.history}".encode()).hexdigest()[:32]
+    file = cache / f"{key}.npz" if cache is not None else None
+    if file is not None and file.exists():
+        with np.load(file) as z:
+            dense, lex = z["dense"], z["lex"]
+    else:
+        dense, lex = question_signals(index, store, base.tokenize(ex.prompt), n)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = file.with_name(file.stem + ".tmp.npz")
+            np.savez(tmp, dense=dense, lex=lex)
+            os.replace(tmp, file)
+    x = block_features(dense, lex)
     y = np.zeros(n)
     if ex.span is not None:
         a, z = ex.span
@@ -70,17 +85,22 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50
     return w[:-1], float(w[-1])
 
 
-def recall_at(examples: Sequence[tuple[np.ndarray, np.ndarray]], weights, bias, at: int) -> float:
-    """Share of examples whose asked fact has a block among the `at` most probable (examples without one, the
-    absent family's, are left out)."""
-    hits = [y[np.argsort(-probabilities(x, weights, bias), kind="stable")[:at]].any() for x, y in examples if y.any()]
+def recall_at(examples: Sequence[tuple[np.ndarray, np.ndarray]], weights, bias, at: int, whole: bool = False) -> float:
+    """Share of examples whose asked fact has a block (`whole`: every block of it) among the `at` most probable
+    (examples without one, the absent family's, are left out)."""
+    hits = []
+    for x, y in examples:
+        if y.any():
+            top = np.argsort(-probabilities(x, weights, bias), kind="stable")[:at]
+            hits.append(y[top].sum() == y.sum() if whole else y[top].any())
     return float(np.mean(hits)) if hits else 0.0
 
 
 def train_focus(base, *, examples: int, lengths: Sequence[int], out: str | Path, held_out: int, book: str,
-                command: str, progress: bool = True) -> dict:
+                command: str, progress: bool = True, cache: str | Path | None = None) -> dict:
     """Fit on `examples` histories (seeds 0…; families, then lengths, cycled), measure on `held_out` more (later seeds),
-    write the card (weights and all) atomically to `out`; returns it."""
+    write the card (weights and all) atomically to `out`; returns it. `cache`: where each example's signals are
+    kept between fits."""
     from tqdm import tqdm
 
     index = DenseIndex(base)
@@ -90,7 +110,8 @@ def train_focus(base, *, examples: int, lengths: Sequence[int], out: str | Path,
     for seed in tqdm(range(examples + held_out), desc="focus examples", disable=not progress):
         length = lengths[(seed // len(FAMILIES)) % len(lengths)]  # every family at every length
         ex = example(seed, length, book, count)
-        rows.append((*example_features(base, index, ex, f"example-{seed}"), ex.family, length))
+        rows.append((*example_features(base, index, ex, f"example-{seed}", cache=Path(cache) if cache else None),
+                     ex.family, length))
     fit, test = rows[:examples], rows[examples:]
     x = np.concatenate([r[0] for r in fit])
     y = np.concatenate([r[1] for r in fit])
@@ -103,6 +124,8 @@ def train_focus(base, *, examples: int, lengths: Sequence[int], out: str | Path,
         top = [float(probabilities(xx, weights, bias).max()) for xx, _ in pairs if len(xx)]
         return {"examples": len(pairs), "recall@1": recall_at(pairs, weights, bias, 1),
                 "recall@3": recall_at(pairs, weights, bias, 3), "recall@8": recall_at(pairs, weights, bias, 8),
+                "whole@3": recall_at(pairs, weights, bias, 3, whole=True),
+                "whole@8": recall_at(pairs, weights, bias, 8, whole=True),
                 "median_top_probability": float(np.median(top)) if top else 0.0}
 
     held = {"all": metrics(test)}

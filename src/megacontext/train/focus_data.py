@@ -1,9 +1,11 @@
 """Focus training histories (issue 20 item 3): facts of our own templates in training-book text, never the
-benchmark's (`tasks.py`; a test holds them disjoint). Three families, several facts a history:
+benchmark's (`tasks.py`; a test holds them disjoint). Four families, several facts a history:
 
 - *paraphrased*: a fact in prose asked in other words (no content word shared), beside two other facts;
 - *keyed look-alikes*: four statements of one template that differ only in their key (the plum locker, the
   fig locker, …), one of them asked by its key;
+- *long*: keyed look-alikes whose answer is a long code (4–8 groups of letters and digits, up to ~60 tokens a
+  statement): the answer runs over block boundaries, after the words that name it;
 - *absent*: three paraphrased facts, and a question about a fourth that the history does not hold (nothing
   should open: a focus must not evict what it keeps for a question nothing answers).
 
@@ -53,12 +55,22 @@ KEYED: tuple[tuple[str, str], ...] = (
     ("The {key} cabinet holds file number {a}.", "Which file number is in the {key} cabinet?"),
     ("The ticket for the {key} carriage costs {a} pence.", "What does a ticket for the {key} carriage cost?"),
 )
+# Keyed statements whose answer is a long code (`_code`).
+LONG: tuple[tuple[str, str], ...] = (
+    ("The customs manifest for the {key} crate, stamped twice in red ink, gives its reference as {a}.",
+     "What reference does the manifest give for the {key} crate?"),
+    ("Scrawled on the back of the {key} photograph was the serial {a}, half faded.",
+     "Which serial was written on the back of the {key} photograph?"),
+    ("The ledger records the {key} account under the number {a}.", "Under which number is the {key} account recorded?"),
+    ("For the {key} strongroom the locksmith left the sequence {a} in a sealed envelope.",
+     "What sequence did the locksmith leave for the {key} strongroom?"),
+)
 KEYS = ("plum", "fig", "olive", "quince", "walnut", "hazel", "sparrow", "heron", "falcon", "wren", "maple", "cedar")
 NAMES = ("Bram Oakes", "Delphine Roux", "Hektor Saal", "Mireille Kast", "Soren Vale", "Wilhelmina Crest",
          "Ludo Ferris", "Agathe Marr", "Corwin Hale", "Tamsin Rooke")
 
 
-FAMILIES = ("paraphrased", "keyed", "absent")
+FAMILIES = ("paraphrased", "keyed", "long", "absent")
 
 
 @dataclass(frozen=True)
@@ -75,28 +87,35 @@ def _answer(kind: str, rng: random.Random) -> str:
             "name": rng.choice(NAMES)}[kind]
 
 
+def _code(rng: random.Random) -> str:
+    """A long code: 4–8 groups of four capitals and digits (`R7KQ-2290-MVXA-…`)."""
+    chars = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
+    return "-".join("".join(rng.choice(chars) for _ in range(4)) for _ in range(rng.randint(4, 8)))
+
+
 def example(seed: int, length: int, book: str, count: Callable[[str], int]) -> FocusExample:
     """One history of about `length` tokens (`count` tokenises) cut from `book` at a seeded place, its facts
     at seeded depths (5–95%), the first of them asked (the family cycles with the seed)."""
     rng = random.Random(seed)
     family = FAMILIES[seed % len(FAMILIES)]
-    if family != "keyed":
+    if family in ("keyed", "long"):
+        fact, question = rng.choice(KEYED if family == "keyed" else LONG)
+        keys = rng.sample(KEYS, 4)
+        answer = (lambda: str(rng.randint(100, 99999))) if family == "keyed" else (lambda: _code(rng))
+        facts = [(fact.format(key=key, a=a), question.format(key=key), a) for key in keys for a in [answer()]]
+    else:
         chosen = [PARAPHRASED[i] for i in rng.sample(range(len(PARAPHRASED)), 4)]
         facts = [(fact.format(a=a), question, a) for fact, question, kind in chosen for a in [_answer(kind, rng)]]
         facts = facts[1:] if family == "absent" else facts[:3]  # absent: the asked fact stays out
-    else:
-        fact, question = KEYED[rng.randrange(len(KEYED))]
-        keys = rng.sample(KEYS, 4)
-        facts = [(fact.format(key=key, a=a), question.format(key=key), a)
-                 for key in keys for a in [str(rng.randint(100, 99999))]]
     chars = int(length * len(book[:20000]) / max(1, count(book[:20000])))
     start = rng.randrange(0, max(1, len(book) - chars))
     hay = book[start:start + chars]
-    hay = hay[hay.find(". ") + 2:] if ". " in hay[:400] else hay  # start at a sentence
+    hay = hay[hay.find(". ") + 2:] if ". " in hay[:400] else hay[hay.find(" ") + 1:]  # start at a sentence, or a word
+    hay = hay[:hay.rfind(" ")] if " " in hay else hay  # end at a word
     for sentence, _, _ in facts:
         pos = int(len(hay) * (0.05 + 0.9 * rng.random()))
         cut = hay.rfind(". ", 0, pos)
-        pos = cut + 2 if cut > 0 and pos - cut < 400 else pos
+        pos = cut + 2 if cut > 0 and pos - cut < 400 else hay.rfind(" ", 0, pos) + 1  # a sentence end, else a word's
         hay = hay[:pos] + sentence + " " + hay[pos:]
     if family == "absent":
         return FocusExample(hay, QUESTION_TURN.format(q=chosen[0][1]), "", None, family)
