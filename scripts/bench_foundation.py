@@ -140,12 +140,12 @@ def main() -> None:
 
 def print_table(r: dict) -> None:
     ing = r["ingest"]
-    print(f"\n| measure | value |\n|---|---|")
+    print("\n| measure | value |\n|---|---|")
     print(f"| ingest, `mean` gists, {ing['tokens']:,} tokens | {ing['ingest_tokens_per_s']:,.0f} tokens/s |")
     print(f"| base model prefill, same tokens (2,048-token windows) | {ing['base_prefill_tokens_per_s']:,.0f} tokens/s |")
     print(f"| ingest / prefill | {ing['ratio']:.0f}× |")
-    print(f"\n| history | top level | ingest tokens/s | disk bytes/token | `ask` latency, 16 new tokens "
-          f"| of which prefill | peak RSS of `ask` |\n|---|---|---|---|---|---|---|")
+    print("\n| history | top level | ingest tokens/s | disk bytes/token | `ask` latency, 16 new tokens "
+          "| of which prefill | peak RSS of `ask` |\n|---|---|---|---|---|---|---|")
     for name in SIZES:
         s, a = r["stores"][name], r["ask"][name]
         print(f"| {s['tokens']:,} | L{s['top_level']} | {s['ingest_tokens_per_s']:,.0f} | {s['disk_bytes_per_token']:.1f} "

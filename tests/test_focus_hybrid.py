@@ -13,7 +13,7 @@ import pytest
 
 from megacontext.config import MegaConfig
 from megacontext.focus import HybridFocus, default_focus, make_policy
-from megacontext.focus.hybrid import FEATURES, block_features, load_weights, probabilities
+from megacontext.focus.hybrid import FEATURES, block_features, load_weights, probabilities, runs_on, whole_statements
 from megacontext.focus.index import INDEX_FILE, DenseIndex
 from megacontext.runtime import MegaContext
 from megacontext.store import Store
@@ -211,3 +211,17 @@ def test_hybrid_is_a_named_policy_not_yet_the_default_and_its_weights_are_checke
         load_weights(bad)
     with pytest.raises(ValueError, match="train focus"):
         HybridFocus(None, checkpoint=str(tmp_path / "missing.json"))
+
+
+def test_a_long_statement_is_opened_to_its_end_and_a_sentence_end_stops_it(tiny_base):
+    """A block wholly inside one sentence passes its probability to the next blocks (at most `REACH`), so a
+    value a block or two past the key that names it opens with it; a sentence end stops the run."""
+    p = np.array([0.0, 0.9, 0.1, 0.0, 0.0, 0.5, 0.0, 0.0])
+    runs = np.array([0, 1, 1, 1, 0, 1, 0, 0], dtype=bool)
+    assert np.allclose(whole_statements(p, runs), [0.0, 0.9, 0.9, 0.9, 0.1, 0.5, 0.5, 0.0])
+    assert np.allclose(whole_statements(p, np.zeros(8, dtype=bool)), p)  # every block ends a sentence: unchanged
+    k = 8
+    text = "aaaa bbb" + "key cccc" + "ddd eeee" + "fff. ggg" + "hhh iiii"
+    ids = np.array(tiny_base.tokenize(text))
+    assert len(ids) == 5 * k  # one token per byte
+    assert runs_on(tiny_base, ids, k).tolist() == [True, True, True, False, True]

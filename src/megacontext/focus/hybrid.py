@@ -18,6 +18,7 @@ Probe behind the choice (the model's own early heads against MiniLM and the lexi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -127,7 +128,35 @@ class HybridFocus:
     def probabilities(self, store, question: Sequence[int], n: int) -> np.ndarray:
         if n == 0:
             return np.zeros(0)
-        return probabilities(question_features(self.index, store, question, n), self.weights, self.bias)
+        p = probabilities(question_features(self.index, store, question, n), self.weights, self.bias)
+        ids = store.read_tokens(0, n * store.block_size)
+        return whole_statements(p, runs_on(self.base, ids, store.block_size))
+
+
+SENTENCE_END = re.compile(r"[.!?\n]")
+REACH = 2  # blocks one sentence may run on past a block wholly inside it (a UUID statement is ~70 tokens: three blocks)
+
+
+def runs_on(base, ids: np.ndarray, block_size: int) -> np.ndarray:
+    """Per block of `ids` `[n]`: it holds no sentence end (`.`, `!`, `?`, a line break), so the statement it
+    holds continues into the next block."""
+    ids = np.asarray(ids).reshape(-1, block_size)
+    ends = [t for t in np.unique(ids).tolist() if SENTENCE_END.search(base.decode([t]))]
+    return ~np.isin(ids, ends).any(axis=1)
+
+
+def whole_statements(p: np.ndarray, runs_on: np.ndarray, reach: int = REACH) -> np.ndarray:
+    """`p` with each block raised to the probability of any of the `reach` blocks before it from which one sentence
+    runs on into it, unbroken (those blocks hold no sentence end): a long statement is opened to its end (the
+    answer after the words that name it), not cut at a block boundary. A short fact across a boundary is the
+    fitted neighbour features' to find."""
+    out = np.array(p, dtype=np.float64)
+    for back in range(1, reach + 1):
+        chain = np.ones(len(p) - back, dtype=bool)
+        for step in range(back):  # blocks b − back … b − 1 all run on
+            chain &= runs_on[step:len(p) - back + step]
+        out[back:] = np.maximum(out[back:], np.where(chain, p[:len(p) - back], 0.0))
+    return out
 
 
 def question_signals(index: DenseIndex, store, question: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
