@@ -225,3 +225,19 @@ def test_a_long_statement_is_opened_to_its_end_and_a_sentence_end_stops_it(tiny_
     ids = np.array(tiny_base.tokenize(text))
     assert len(ids) == 5 * k  # one token per byte
     assert runs_on(tiny_base, ids, k).tolist() == [True, True, True, False, True]
+
+
+def test_a_read_only_history_regrown_to_the_same_length_is_embedded_again(tiny_base):
+    from pathlib import Path
+
+    from megacontext.train.focus import _Tokens
+
+    index = index_with(tiny_base)
+    k = 8
+    one = np.array(tiny_base.tokenize(FILLER * 4)[:10 * k])
+    two = one.copy()
+    two[-k:] = np.array(tiny_base.tokenize(NEEDLE * 2)[:k])  # same path and length, another last block
+    path = Path("/nonexistent/read-only")
+    first = index.rows(_Tokens(one, path, k))
+    second = index.rows(_Tokens(two, path, k))
+    assert np.allclose(first[:-1], second[:-1]) and not np.allclose(first[-1], second[-1])

@@ -72,13 +72,15 @@ class DenseIndex:
                 self.update(store, n, good)
                 saved, good = _read(store.path, n), n
             return saved["v"][:n].astype(np.float32)
-        # read-only: compute what is missing in memory, remembered for the next question on the same store
-        if self._memo is not None and self._memo[0] == (store.path, n):
+        # read-only: compute what is missing in memory, remembered for the next question on the same store (the
+        # last block's CRC in the key: a history another writer rolled back and regrew to the same length differs)
+        key = (store.path, n, int(_crcs(store, n - 1, n)[0]) if n else 0)
+        if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         rows = [saved["v"][:good].astype(np.float32)]
         rows += [self.embed(self.texts(store, lo, min(n, lo + BATCH))) for lo in range(good, n, BATCH)]
         out = np.concatenate(rows)
-        self._memo = ((store.path, n), out)
+        self._memo = (key, out)
         return out
 
     def update(self, store, blocks: int | None = None, valid: int | None = None) -> None:
