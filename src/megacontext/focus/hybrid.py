@@ -96,6 +96,7 @@ class HybridFocus:
         self.base = base
         self._key: tuple | None = None
         self._probs: np.ndarray | None = None
+        self._sentence_end: dict[int, bool] = {}  # token id → ends a sentence (`runs_on`)
 
     def prepare(self, store) -> None:
         """Ingest-time work: index the blocks the last append completed."""
@@ -130,18 +131,23 @@ class HybridFocus:
             return np.zeros(0)
         p = probabilities(question_features(self.index, store, question, n), self.weights, self.bias)
         ids = store.read_tokens(0, n * store.block_size)
-        return whole_statements(p, runs_on(self.base, ids, store.block_size))
+        return whole_statements(p, runs_on(self.base, ids, store.block_size, self._sentence_end))
 
 
 SENTENCE_END = re.compile(r"[.!?\n]")
 REACH = 2  # blocks one sentence may run on past a block wholly inside it (a UUID statement is ~70 tokens: three blocks)
 
 
-def runs_on(base, ids: np.ndarray, block_size: int) -> np.ndarray:
+def runs_on(base, ids: np.ndarray, block_size: int, known: dict[int, bool] | None = None) -> np.ndarray:
     """Per block of `ids` `[n]`: it holds no sentence end (`.`, `!`, `?`, a line break), so the statement it
-    holds continues into the next block."""
+    holds continues into the next block. `known`: token id → ends a sentence, filled as ids are decoded (a
+    policy keeps one, so each question decodes only the ids no earlier one met)."""
+    known = {} if known is None else known
     ids = np.asarray(ids).reshape(-1, block_size)
-    ends = [t for t in np.unique(ids).tolist() if SENTENCE_END.search(base.decode([t]))]
+    for t in np.unique(ids).tolist():
+        if t not in known:
+            known[t] = SENTENCE_END.search(base.decode([t])) is not None
+    ends = [t for t, end in known.items() if end]
     return ~np.isin(ids, ends).any(axis=1)
 
 

@@ -101,8 +101,8 @@ def example(seed: int, length: int, book: str, count: Callable[[str], int]) -> F
     if family in ("keyed", "long"):
         fact, question = rng.choice(KEYED if family == "keyed" else LONG)
         keys = rng.sample(KEYS, 4)
-        answer = (lambda: str(rng.randint(100, 99999))) if family == "keyed" else (lambda: _code(rng))
-        facts = [(fact.format(key=key, a=a), question.format(key=key), a) for key in keys for a in [answer()]]
+        draw = (lambda: str(rng.randint(100, 99999))) if family == "keyed" else (lambda: _code(rng))
+        facts = [(fact.format(key=key, a=a), question.format(key=key), a) for key in keys for a in [draw()]]
     else:
         chosen = [PARAPHRASED[i] for i in rng.sample(range(len(PARAPHRASED)), 4)]
         facts = [(fact.format(a=a), question, a) for fact, question, kind in chosen for a in [_answer(kind, rng)]]
