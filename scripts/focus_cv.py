@@ -5,7 +5,7 @@ focus` cached (it embeds whatever is not cached yet).
     .venv/bin/python scripts/focus_cv.py [--examples 160] [--folds 5]
 
 Per family, the mean over folds of: recall@1, recall@3 (a block of the asked fact among the k likeliest) and
-whole@3, whole@8 (every block of it there). Folds must not divide the family cycle (4), or a fold is one family."""
+whole@3, whole@8 (every block of it there); the last row fits all features listwise (`fit_listwise`) instead. Folds must not divide the family cycle (4), or a fold is one family."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from megacontext.base import BaseModel
 from megacontext.focus.hybrid import FEATURES, OWN
 from megacontext.focus.index import DenseIndex
 from megacontext.models import cache_home
-from megacontext.train.focus import example_features, fit_logistic, recall_at
+from megacontext.train.focus import example_features, fit_listwise, fit_logistic, recall_at
 from megacontext.train.focus_data import FAMILIES, example
 
 SUBSETS = {
@@ -48,12 +48,15 @@ def main() -> None:
         x, y = example_features(base, index, ex, f"example-{seed}", cache=cache_home() / "focus-signals")
         rows.append((x, y, ex.family))
     print("subset: family recall@1 recall@3 whole@3 whole@8")
-    for name, features in SUBSETS.items():
+    for name, features in [*SUBSETS.items(), ("all, listwise", FEATURES)]:
         cols = [FEATURES.index(f) for f in features]
         scores = {f: [] for f in FAMILIES if f != "absent"}
         for k in range(args.folds):
             fit = [r for i, r in enumerate(rows) if i % args.folds != k]
-            w, b = fit_logistic(np.concatenate([r[0][:, cols] for r in fit]), np.concatenate([r[1] for r in fit]))
+            if name.endswith("listwise"):
+                w, b = fit_listwise([(r[0][:, cols], r[1]) for r in fit])
+            else:
+                w, b = fit_logistic(np.concatenate([r[0][:, cols] for r in fit]), np.concatenate([r[1] for r in fit]))
             for family in scores:
                 test = [(r[0][:, cols], r[1]) for i, r in enumerate(rows) if i % args.folds == k and r[2] == family]
                 if test:

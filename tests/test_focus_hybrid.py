@@ -13,12 +13,13 @@ import pytest
 
 from megacontext.config import MegaConfig
 from megacontext.focus import HybridFocus, default_focus, make_policy
-from megacontext.focus.hybrid import FEATURES, block_features, load_weights, probabilities, runs_on, whole_statements
-from megacontext.focus.index import INDEX_FILE, DenseIndex
+from megacontext.focus.hybrid import (FEATURES, block_features, listwise_probabilities, load_weights, probabilities, runs_on,
+                                      whole_statements)
+from megacontext.focus.index import INDEX_FILE, MIN_SEGMENT, ROW, DenseIndex, block_max, plan
 from megacontext.runtime import MegaContext
 from megacontext.store import Store
 from megacontext.tasks import PARAPHRASES
-from megacontext.train.focus import fit_logistic, recall_at
+from megacontext.train.focus import _Tokens, fit_listwise, fit_logistic, recall_at
 from megacontext.train.focus_data import FAMILIES, KEYED, KEYS, LONG, NAMES, PARAPHRASED, example
 
 from conftest import BagOfWords
@@ -39,40 +40,65 @@ def index_with(base) -> DenseIndex:
     return DenseIndex(base, BagOfWords())
 
 
-def test_index_rows_follow_the_history_and_survive_torn_and_rewritten_rows(tmp_path, tiny_base):
+def blocks_indexed(file) -> int:
+    rows = np.fromfile(file, dtype=ROW)
+    assert len(rows) * ROW.itemsize == file.stat().st_size and rows["last"][-1]  # whole rows, the last block whole
+    return int(rows["block"][-1]) + 1
+
+
+def test_plan_cuts_sentences_of_a_minimum_length_and_the_open_sentence_at_a_block_end():
+    k = 16
+    ends = np.zeros(4 * k, dtype=bool)
+    ends[[2, 11, 13, 40]] = True  # token 2 ends a 3-token sentence: it joins the next
+    segs = plan(ends, 0, 0, 4, 0, k)
+    # 12 → 14 is too short (MIN_SEGMENT); the rest of block 0 runs on into block 1, which ends no sentence: cut
+    # at its end; block 3 ends none either
+    assert MIN_SEGMENT == 8 and segs == [(0, 0, 12), (1, 12, 32), (2, 32, 41), (3, 41, 64)]
+    assert plan(ends, 0, 2, 4, 32, k) == segs[2:]  # made from the middle: the same segments
+    cos = block_max(np.array([0.1, 0.9, 0.2, 0.3]), np.array([0, 12, 32, 41]), np.array([12, 32, 41, 64]), 4, k)
+    assert np.allclose(cos, [0.9, 0.9, 0.3, 0.3])  # a segment over two blocks counts in both
+
+
+def test_index_segments_follow_the_history_and_survive_torn_and_rewritten_rows(tmp_path, tiny_base):
     with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
         mc.append(FILLER * 12)
         store, index = mc.store, index_with(tiny_base)
         n = store.counts[0]
         index.update(store)
         file = store.path / INDEX_FILE
-        assert file.stat().st_size % (384 * 2 + 4) == 0 and file.stat().st_size // (384 * 2 + 4) == n
+        assert blocks_indexed(file) == n
         k = store.block_size
-        ids = store.read_tokens(0, n * k).tolist()
-        want = [tiny_base.decode(ids[max(0, b * k - k // 2):(b + 1) * k]) for b in range(n)]
-        assert index.texts(store, 0, n) == want  # the block with half a block before it
-        expected = BagOfWords().encode(want).numpy()
-        assert np.allclose(index.rows(store), expected, atol=2e-3)  # float16 rows
+        ids = store.read_tokens(0, n * k)
+        seg = index.segments(store)
+        assert seg.first[0] == 0 and (seg.first[1:] == seg.end[:-1]).all()  # they tile the history
+        assert ((seg.end - 1) // k - seg.first // k <= 1).all()  # at most two blocks each
+        texts = [tiny_base.decode(ids[a:z].tolist()) for a, z in zip(seg.first, seg.end)]
+        assert "".join(texts) == tiny_base.decode(ids[:seg.end[-1]].tolist()) and seg.end[-1] > (n - 1) * k
+        expected = BagOfWords().encode(texts).numpy()
+        assert np.allclose(seg.v, expected, atol=2e-3)  # float16 rows
+        last = int((np.fromfile(file, dtype=ROW)["block"] == n - 1).sum())
         calls = index.embedder.calls
-        os.truncate(file, file.stat().st_size - 3)  # a torn last row: cut, and that one row made again
+        os.truncate(file, file.stat().st_size - 3)  # a torn last row: its block cut, and made again
         index.update(store)
-        assert file.stat().st_size == n * (384 * 2 + 4) and index.embedder.calls == calls + 1
+        assert blocks_indexed(file) == n and index.embedder.calls == calls + last
         calls = index.embedder.calls
-        assert np.allclose(index.rows(store), expected, atol=2e-3) and index.embedder.calls == calls  # nothing redone
+        assert np.allclose(index.segments(store).v, expected, atol=2e-3) and index.embedder.calls == calls
         with open(file, "ab") as f:  # bytes past the last block (a crash mid-append): cut, nothing embedded
             f.write(b"\x01\x02\x03")
         index.update(store)
-        assert file.stat().st_size == n * (384 * 2 + 4) and index.embedder.calls == calls
+        assert blocks_indexed(file) == n and index.embedder.calls == calls
         # the history rolled back and grown with other text: the rows of changed blocks are made again
         store.truncate(5 * k)
         mc.append(NEEDLE * 10)
         m = store.counts[0]
         fresh = index_with(tiny_base)
-        assert np.allclose(index.rows(store), fresh.embed(fresh.texts(store, 0, m)), atol=2e-3)
+        got, want = index.segments(store), fresh.segments(_Tokens(store.read_tokens(0, m * k), tmp_path / "ro", k))
+        assert np.array_equal(got.first, want.first) and np.allclose(got.v, want.v, atol=2e-3)
     with Store.open(tmp_path / "s") as readonly:  # read-only: computed in memory, nothing written
         file.unlink()
-        rows = index_with(tiny_base).rows(readonly)
-        assert rows.shape == (readonly.counts[0], 384) and not file.exists()
+        seg = index_with(tiny_base).segments(readonly)
+        assert seg.end[-1] <= readonly.counts[0] * k and not file.exists()
+        assert len(seg.cosines(np.ones(384) / np.sqrt(384), readonly.counts[0], k)) == readonly.counts[0]
 
 
 def test_a_rollback_trims_the_index_without_embedding_and_the_question_is_never_scored(tmp_path, tiny_base):
@@ -85,10 +111,10 @@ def test_a_rollback_trims_the_index_without_embedding_and_the_question_is_never_
         before = mc.store.counts[0]
         file = mc.store.path / INDEX_FILE
         mc.append(NEEDLE * 4)
-        assert file.stat().st_size == mc.store.counts[0] * (384 * 2 + 4)
+        assert blocks_indexed(file) == mc.store.counts[0]
         calls = policy.index.embedder.calls
         mc._truncate(before * mc.store.block_size)
-        assert file.stat().st_size == before * (384 * 2 + 4) and policy.index.embedder.calls == calls
+        assert blocks_indexed(file) == before and policy.index.embedder.calls == calls
         question = tiny_base.tokenize("\n\nQuestion: where is the heron?\nAnswer:")
         mc.append_ids(question)
         p = policy.block_probs(mc.store, question)
@@ -132,6 +158,28 @@ def test_fit_logistic_recovers_the_feature_that_predicts_the_label():
     y2 = y.copy()
     y2[np.argsort(-x[:, 0])[-1]] = 1  # a second block of the fact, the least likely one
     assert recall_at([(x, y2)], w, b, 1) == 1.0 and recall_at([(x, y2)], w, b, 1, whole=True) == 0.0
+
+
+def test_fit_listwise_shares_one_fact_among_blocks_and_learns_when_nothing_holds_it():
+    rng = np.random.default_rng(1)
+    examples = []
+    for i in range(60):
+        x = rng.normal(size=(40, 3))
+        y = np.zeros(40)
+        if i % 3:  # two of three hold the fact, over two adjacent blocks
+            at = rng.integers(39)
+            y[at:at + 2] = 1
+            x[y == 1, 0] += 3.0
+        examples.append((x, y))
+    w, none = fit_listwise(examples)
+    assert w[0] > 1.0 and np.abs(w[1:]).max() < 0.5 * w[0]
+    assert recall_at([e for e in examples if e[1].any()], w, none, 1) >= 0.9
+    x, y = examples[1]
+    p = listwise_probabilities(x, w, none)
+    assert np.isclose(p.sum() + 1 / (1 + np.exp(x @ w - none).sum()), 1.0)  # the blocks and "nothing" share one
+    assert p[y == 1].sum() > 0.5 and p[y == 0].max() < 0.1
+    absent = listwise_probabilities(examples[0][0], w, none)
+    assert absent.sum() < p.sum()  # a history without the fact: less of the probability on its blocks
 
 
 def test_focus_training_data_is_not_the_benchmarks_and_marks_the_asked_fact():
@@ -186,7 +234,7 @@ def test_hybrid_focus_opens_the_block_the_question_means(tmp_path, tiny_base):
             mc.policy = policy
             mc.append(history)
             if focus == "hybrid":  # indexed at ingest, every complete block
-                assert (mc.store.path / INDEX_FILE).stat().st_size == mc.store.counts[0] * (384 * 2 + 4)
+                assert blocks_indexed(mc.store.path / INDEX_FILE) == mc.store.counts[0]
             answer = mc.generate("\n\nQuestion: where does the violet heron stand guard?\nAnswer:", max_new_tokens=1)
             assert answer.rows_used <= 160
             if focus == "hybrid":
@@ -238,6 +286,6 @@ def test_a_read_only_history_regrown_to_the_same_length_is_embedded_again(tiny_b
     two = one.copy()
     two[-k:] = np.array(tiny_base.tokenize(NEEDLE * 2)[:k])  # same path and length, another last block
     path = Path("/nonexistent/read-only")
-    first = index.rows(_Tokens(one, path, k))
-    second = index.rows(_Tokens(two, path, k))
-    assert np.allclose(first[:-1], second[:-1]) and not np.allclose(first[-1], second[-1])
+    first = index.segments(_Tokens(one, path, k))
+    second = index.segments(_Tokens(two, path, k))
+    assert np.allclose(first.v[:-1], second.v[:-1]) and not np.allclose(first.v[-1], second.v[-1])

@@ -2,8 +2,8 @@
 two matches of the question against every block, and focus opens blocks in the order of that probability as
 far as the budget lets it (no thresholds).
 
-- *meaning*: the cosine of the question's sentence embedding with the block's row in the dense block index
-  (`focus.index`, made at ingest), which finds a fact asked in other words;
+- *meaning*: the best cosine of the question's sentence embedding with a sentence overlapping the block, from
+  the dense sentence index (`focus.index`, made at ingest), which finds a fact asked in other words;
 - *words*: the `lexical` focus's scan (IDF-weighted question tokens and pairs found in the block), which tells
   look-alike statements apart by the key they name.
 
@@ -18,7 +18,6 @@ Probe behind the choice (the model's own early heads against MiniLM and the lexi
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from megacontext.config import FocusConfig
 from megacontext.focus import FocusInput, register
 from megacontext.focus.baselines import RecencyFocus
 from megacontext.focus.bonus import entry_bonus, lexical_scan, zscore
-from megacontext.focus.index import DenseIndex
+from megacontext.focus.index import DenseIndex, sentence_ends
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "focus-hybrid.json"
 OWN = ("dense", "dense_z", "lexical_z", "dense_gap", "lexical_gap")
@@ -65,6 +64,15 @@ def block_features(dense: np.ndarray, lex: np.ndarray) -> np.ndarray:
 def probabilities(features: np.ndarray, weights: Sequence[float], bias: float) -> np.ndarray:
     """The logistic model: per block, the probability that it holds the asked fact."""
     return 1.0 / (1.0 + np.exp(-(features @ np.asarray(weights, dtype=np.float64) + bias)))
+
+
+def listwise_probabilities(features: np.ndarray, weights: Sequence[float], none: float) -> np.ndarray:
+    """The listwise model: per block, the probability that it holds the asked fact, the blocks of a history and
+    "none of them" sharing one (a softmax over the blocks' scores and the `none` logit)."""
+    s = features @ np.asarray(weights, dtype=np.float64)
+    top = max(float(s.max(initial=-np.inf)), none)
+    e = np.exp(s - top)
+    return e / (np.exp(none - top) + e.sum())
 
 
 def load_weights(path: str | Path | None = None) -> tuple[list[float], float, dict]:
@@ -134,21 +142,13 @@ class HybridFocus:
         return whole_statements(p, runs_on(self.base, ids, store.block_size, self._sentence_end))
 
 
-SENTENCE_END = re.compile(r"[.!?\n]")
 REACH = 2  # blocks one sentence may run on past a block wholly inside it (a UUID statement is ~70 tokens: three blocks)
 
 
 def runs_on(base, ids: np.ndarray, block_size: int, known: dict[int, bool] | None = None) -> np.ndarray:
     """Per block of `ids` `[n]`: it holds no sentence end (`.`, `!`, `?`, a line break), so the statement it
-    holds continues into the next block. `known`: token id → ends a sentence, filled as ids are decoded (a
-    policy keeps one, so each question decodes only the ids no earlier one met)."""
-    known = {} if known is None else known
-    ids = np.asarray(ids).reshape(-1, block_size)
-    for t in np.unique(ids).tolist():
-        if t not in known:
-            known[t] = SENTENCE_END.search(base.decode([t])) is not None
-    ends = [t for t, end in known.items() if end]
-    return ~np.isin(ids, ends).any(axis=1)
+    holds continues into the next block. `known`: token id → ends a sentence (`index.sentence_ends`)."""
+    return ~sentence_ends(base, ids, known).reshape(-1, block_size).any(axis=1)
 
 
 def whole_statements(p: np.ndarray, runs_on: np.ndarray, reach: int = REACH) -> np.ndarray:
@@ -168,9 +168,9 @@ def whole_statements(p: np.ndarray, runs_on: np.ndarray, reach: int = REACH) -> 
 def question_signals(index: DenseIndex, store, question: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
     """(cosines `[n]`, lexical scores `[n]`) of the first `n` blocks of `store` for `question` (token ids): the two
     matches `block_features` is made from (`train focus` caches them)."""
-    rows = index.rows(store, n)
     query = index.embed([index.base.decode(list(question))])[0]
-    return rows @ query, lexical_scan(store, question, n, store.block_size)
+    dense = index.segments(store, n).cosines(query, n, store.block_size)
+    return dense, lexical_scan(store, question, n, store.block_size)
 
 
 def question_features(index: DenseIndex, store, question: Sequence[int], n: int) -> np.ndarray:

@@ -1,26 +1,36 @@
-"""The dense block index (issue 20): one sentence-embedding row per complete L1 block of a store, so that a
-question can be matched by meaning against every block at the cost of one matrix product.
+"""The dense sentence index (issue 20): sentence-embedding rows of a store's text, so that a question can be
+matched by meaning against every L1 block at the cost of one matrix product.
 
-A row embeds the block's text with half a block before it (a sentence cut by the block boundary still reads
-whole; no later text, so a row never changes once written) through all-MiniLM-L6-v2 (`base.TextEmbedder`).
-Rows live in a side file of the store named after the embedder, `focus-index.all-MiniLM-L6-v2.rows` (row i =
-block i: the embedding as float16 and the CRC-32 of the block's tokens; no header: another embedder writes
-another file), written as the history grows (`DenseIndex.update`, called by the
-runtime after every append). It is derived data: a torn last row, rows whose block changed (a history
-truncated and grown again) or a missing file are recomputed from L0, never an error.
+The text is cut into *segments*: a sentence (up to `.`, `!`, `?` or a line break) of at least `MIN_SEGMENT`
+tokens (a shorter one, a line of verse or "Exeunt.", joins the next), and, where a block holds no such end, the
+open sentence up to the block's end. A fact is embedded alone, not diluted by the text around it (on our own
+paraphrased facts in training books the asked fact's block ranks first far more often this way than with a
+row per block; docs/experiments.md). A segment belongs to the block it ends in and never reads later text,
+so every block has at least one row, the rows of a complete block never change, and a segment spans at most
+the block it ends in and the one before. A block's match is the best of the segments that overlap it.
+
+Rows live in a side file of the store named after the embedder and the scheme,
+`focus-index.all-MiniLM-L6-v2.segments` (the embedding as float16; the CRC-32 of its block's tokens; its block,
+first and end token; whether it is its block's last row), written as the history grows (`DenseIndex.update`,
+called by the runtime after every append). It is derived data: a torn last block, rows whose block changed (a
+history truncated and grown again) or a missing file are recomputed from L0, never an error.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-INDEX_FILE = "focus-index.all-MiniLM-L6-v2.rows"
+INDEX_FILE = "focus-index.all-MiniLM-L6-v2.segments"
 DIM = 384  # all-MiniLM-L6-v2
 BATCH = 256  # blocks per embedding pass (memory stays flat, the cost linear in the history)
+MIN_SEGMENT = 8  # tokens: a shorter sentence joins the next one
+SENTENCE_END = re.compile(r"[.!?\n]")
 
 
 _SHARED: list = []  # the process's one MiniLM, loaded on first use (sessions, servers and benches share it)
@@ -35,6 +45,57 @@ def shared_embedder():
     return _SHARED[0]
 
 
+def sentence_ends(base, ids, known: dict[int, bool] | None = None) -> np.ndarray:
+    """Per token of `ids`: whether it ends a sentence (holds `.`, `!`, `?` or a line break). `known`: token id →
+    ends a sentence, filled as ids are decoded (kept by the caller, so each id is decoded once)."""
+    known = {} if known is None else known
+    ids = np.asarray(ids)
+    for t in np.unique(ids).tolist():
+        if t not in known:
+            known[t] = SENTENCE_END.search(base.decode([t])) is not None
+    return np.isin(ids, [t for t, end in known.items() if end])
+
+
+def plan(ends: np.ndarray, offset: int, lo: int, hi: int, start: int, block_size: int) -> list[tuple[int, int, int]]:
+    """The segments `(block, first, end)` (token positions) of blocks `lo…hi−1`, the first one starting at `start`
+    (the end of block `lo − 1`'s last segment). `ends`: `sentence_ends` of the tokens from `offset` on."""
+    k, out = block_size, []
+    for b in range(lo, hi):
+        made = False
+        for i in np.flatnonzero(ends[b * k - offset:(b + 1) * k - offset]):
+            end = b * k + int(i) + 1
+            if end - start >= MIN_SEGMENT:
+                out.append((b, start, end))
+                start, made = end, True
+        if not made:  # no sentence ends here: the open sentence, cut at the block's end
+            out.append((b, start, (b + 1) * k))
+            start = (b + 1) * k
+    return out
+
+
+def block_max(values: np.ndarray, first: np.ndarray, end: np.ndarray, n: int, block_size: int) -> np.ndarray:
+    """Per block `[n]`: the largest of `values` (one per segment) among the segments that overlap it (a segment
+    spans at most two blocks: the one it ends in and the one before)."""
+    out = np.full(n, -np.inf)
+    for blocks in (first // block_size, (end - 1) // block_size):
+        keep = blocks < n
+        np.maximum.at(out, blocks[keep], values[keep])
+    return out
+
+
+@dataclass(frozen=True)
+class Segments:
+    """A store's segment rows: unit vectors `[m, DIM]` float32, their first and end token `[m]`."""
+
+    v: np.ndarray
+    first: np.ndarray
+    end: np.ndarray
+
+    def cosines(self, query: np.ndarray, n: int, block_size: int) -> np.ndarray:
+        """Per block `[n]`: the best cosine of `query` (a unit vector) with a segment overlapping it."""
+        return block_max(self.v @ query, self.first, self.end, n, block_size) if n else np.zeros(0)
+
+
 class DenseIndex:
     """Reads and writes a store's rows with the shared embedder (or `embedder`, e.g. a test's stand-in)."""
 
@@ -43,86 +104,102 @@ class DenseIndex:
             raise ValueError("the dense block index decodes the store's tokens: it needs the base model")
         self.base = base
         self._embedder = embedder
-        self._memo: tuple | None = None  # (store path, rows) of the last store read without writing
+        self._memo: tuple | None = None  # (key, segments) of the last store read without writing
+        self._ends: dict[int, bool] = {}  # token id → ends a sentence
 
     @property
     def embedder(self):
         return self._embedder if self._embedder is not None else shared_embedder()
 
-    def texts(self, store, lo: int, hi: int) -> list[str]:
-        """The text each block `lo…hi−1` is embedded as: the block with half a block before it."""
-        k = store.block_size
-        start = max(0, lo * k - k // 2)
-        ids = store.read_tokens(start, hi * k).tolist()
-        return [self.base.decode(ids[max(0, b * k - k // 2 - start):(b + 1) * k - start]) for b in range(lo, hi)]
-
     def embed(self, texts: list[str]) -> np.ndarray:
-        """texts → unit rows `[n, DIM]` float32."""
-        return self.embedder.encode(texts).numpy().astype(np.float32)
+        """texts → unit rows `[n, DIM]` float32 (embedded shortest first: a batch pads to its longest text)."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        rows = self.embedder.encode([texts[i] for i in order]).numpy().astype(np.float32)
+        out = np.empty_like(rows)
+        out[order] = rows
+        return out
 
-    def rows(self, store, blocks: int | None = None) -> np.ndarray:
-        """Rows `[n, DIM]` (float32) of the first `blocks` complete blocks (default all). Rows whose block no longer
-        holds the tokens they were made from (a history truncated and grown again) and rows not yet made are
-        computed, and saved when the store is writable."""
+    def make(self, store, lo: int, hi: int, start: int) -> np.ndarray:
+        """The rows (`ROW`) of blocks `lo…hi−1`, their first segment starting at `start`."""
+        k = store.block_size
+        ids = store.read_tokens(start, hi * k)
+        segs = plan(sentence_ends(self.base, ids, self._ends), start, lo, hi, start, k)
+        rows = np.zeros(len(segs), dtype=ROW)
+        rows["block"], rows["first"], rows["end"] = (np.array(c, dtype=np.uint32) for c in zip(*segs))
+        rows["v"] = self.embed([self.base.decode(ids[a - start:z - start].tolist()) for _, a, z in segs])
+        rows["crc"] = _crcs(store, lo, hi)[rows["block"] - lo]
+        rows["last"] = np.r_[rows["block"][1:] != rows["block"][:-1], True]
+        return rows
+
+    def segments(self, store, blocks: int | None = None) -> Segments:
+        """The segments of the first `blocks` complete blocks (default all). Rows whose block no longer holds the
+        tokens they were made from (a history truncated and grown again) and rows not yet made are computed, and
+        saved when the store is writable."""
         n = store.counts[0] if blocks is None else blocks
-        saved = _read(store.path, n)
-        good = _valid(saved, store, n)
+        saved = _read(store.path)
+        good, keep = _valid(saved, store, n)
         if store.writable:
             if good < n:
                 self.update(store, n, good)
-                saved, good = _read(store.path, n), n
-            return saved["v"][:n].astype(np.float32)
+                saved = _read(store.path)
+            return _segments(saved[saved["block"] < n])
         # read-only: compute what is missing in memory, remembered for the next question on the same store (the
         # last block's CRC in the key: a history another writer rolled back and regrew to the same length differs)
         key = (store.path, n, int(_crcs(store, n - 1, n)[0]) if n else 0)
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
-        rows = [saved["v"][:good].astype(np.float32)]
-        rows += [self.embed(self.texts(store, lo, min(n, lo + BATCH))) for lo in range(good, n, BATCH)]
-        out = np.concatenate(rows)
+        rows = [saved[:keep]]
+        start = int(saved["end"][keep - 1]) if keep else 0
+        for lo in range(good, n, BATCH):
+            rows.append(self.make(store, lo, min(n, lo + BATCH), start))
+            start = int(rows[-1]["end"][-1])
+        out = _segments(np.concatenate(rows))
         self._memo = (key, out)
         return out
 
     def update(self, store, blocks: int | None = None, valid: int | None = None) -> None:
-        """Embed and append the rows of the complete blocks not yet indexed (up to `blocks`, default all). Rows
-        from `valid` on (default: the last saved row is checked against its block) are made again."""
+        """Embed and append the rows of the complete blocks not yet indexed (up to `blocks`, default all). Blocks
+        from `valid` on (default: the last saved block is checked against its tokens) are made again."""
         from tqdm import tqdm
 
         if not store.writable:
             return
         n = store.counts[0] if blocks is None else blocks
         path = store.path / INDEX_FILE
-        have = _count(path)
+        done, last = _tail(path)
         if valid is None:
-            if have >= n:  # nothing new (the common case: called after every decoded token); cut what is past n
-                _trim(path, n)
+            if done == n and last is not None and last[0] * ROW.itemsize == path.stat().st_size:  # nothing new (common)
                 return
-            # Only the last saved row is checked here (cheap); `rows` checks them all once per question.
-            last = _read_row(path, have - 1) if have else None
-            valid = have if last is None or last["crc"] == _crcs(store, have - 1, have)[0] else have - 1
-        first = min(valid, n)
-        _trim(path, first)
+            # Only the last saved block is checked here (cheap); `segments` checks them all once per question.
+            valid = done if last is None or last[1] == _crcs(store, done - 1, done)[0] else done - 1
+        first = min(valid, n, done)
+        start = _cut(path, first)
         # An append indexes at most a commit's blocks; a store made before the index (or without this focus)
         # is indexed once, at its first question, with a progress bar.
         with tqdm(total=n - first, unit="block", desc="focus index", disable=n - first <= BATCH) as bar:
             for lo in range(first, n, BATCH):
                 hi = min(n, lo + BATCH)
-                rows = np.zeros(hi - lo, dtype=ROW)
-                rows["v"] = self.embed(self.texts(store, lo, hi))
-                rows["crc"] = _crcs(store, lo, hi)
+                rows = self.make(store, lo, hi, start)
                 with open(path, "ab") as f:
                     f.write(rows.tobytes())
+                start = int(rows["end"][-1])
                 bar.update(hi - lo)
 
     def trim(self, store) -> None:
         """After a rollback: drop the rows of blocks the history no longer holds (never embeds)."""
         self._memo = None
         if store.writable:
-            _trim(store.path / INDEX_FILE, store.counts[0])
+            _cut(store.path / INDEX_FILE, store.counts[0])
 
 
-# A row: the embedding (float16) and the CRC-32 of its block's token ids (uint32 little-endian bytes).
-ROW = np.dtype([("v", "<f2", (DIM,)), ("crc", "<u4")])
+# A row: the embedding (float16), the CRC-32 of its block's token ids (uint32 little-endian bytes), its block, its
+# first and end token, and whether it is its block's last row (a block torn by a crash lacks it).
+ROW = np.dtype([("v", "<f2", (DIM,)), ("crc", "<u4"), ("block", "<u4"), ("first", "<u4"), ("end", "<u4"),
+                ("last", "u1")])
+
+
+def _segments(rows: np.ndarray) -> Segments:
+    return Segments(rows["v"].astype(np.float32), rows["first"].astype(np.int64), rows["end"].astype(np.int64))
 
 
 def _crcs(store, lo: int, hi: int) -> np.ndarray:
@@ -132,13 +209,18 @@ def _crcs(store, lo: int, hi: int) -> np.ndarray:
     return np.fromiter((zlib.crc32(t.tobytes()) for t in tokens), dtype=np.uint32, count=hi - lo)
 
 
-def _valid(saved: np.ndarray, store, n: int) -> int:
-    """How many leading rows still match their blocks' tokens (of the first `n` blocks)."""
-    m = min(len(saved), n)
-    if m == 0:
-        return 0
-    ok = _crcs(store, 0, m) == saved["crc"][:m]
-    return m if ok.all() else int(np.argmin(ok))
+def _valid(saved: np.ndarray, store, n: int) -> tuple[int, int]:
+    """(blocks, rows): how many leading blocks (of the first `n`) still match their tokens, and how many rows
+    they hold."""
+    rows = saved[saved["block"] < n]
+    if len(rows) == 0:
+        return 0, 0
+    m = int(rows["block"][-1]) + 1
+    ok = _crcs(store, 0, m)[rows["block"]] == rows["crc"]
+    if ok.all():
+        return m, len(rows)
+    bad = int(rows["block"][np.argmin(ok)])
+    return bad, int(np.searchsorted(rows["block"], bad))
 
 
 def _count(path: Path) -> int:
@@ -148,26 +230,37 @@ def _count(path: Path) -> int:
         return 0
 
 
-def _read_row(path: Path, i: int) -> np.ndarray:
-    return np.fromfile(path, dtype=ROW, count=1, offset=i * ROW.itemsize)[0]
+def _tail(path: Path) -> tuple[int, tuple[int, int] | None]:
+    """(complete blocks saved, (rows up to the last complete block's end, that block's CRC) or None)."""
+    count = _count(path)
+    lo = max(0, count - 64)  # a block holds at most block_size / MIN_SEGMENT + 1 rows
+    rows = np.fromfile(path, dtype=ROW, count=count - lo, offset=lo * ROW.itemsize) if count else np.zeros(0, ROW)
+    done = np.flatnonzero(rows["last"])
+    if len(done) == 0:
+        if lo == 0:
+            return 0, None
+        rows, lo = _read(path), 0  # a long torn tail (never written so): read all
+        done = np.flatnonzero(rows["last"])
+        if len(done) == 0:
+            return 0, None
+    r = rows[done[-1]]
+    return int(r["block"]) + 1, (lo + int(done[-1]) + 1, int(r["crc"]))
 
 
-def _trim(path: Path, keep: int) -> None:
-    """Cut the file to its first `keep` whole rows (a torn last row, rows past a truncated history)."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return
-    keep = min(keep, size // ROW.itemsize)
-    if keep * ROW.itemsize != size:
+def _cut(path: Path, blocks: int) -> int:
+    """Cut the file to the rows of its first `blocks` blocks (a torn last block, blocks past a truncated history
+    are dropped); returns where the next block's first segment starts (the last kept row's end)."""
+    rows = _read(path)
+    keep = int(np.searchsorted(rows["block"], blocks)) if len(rows) else 0
+    if path.exists() and path.stat().st_size != keep * ROW.itemsize:
         os.truncate(path, keep * ROW.itemsize)
+    return int(rows["end"][keep - 1]) if keep else 0
 
 
-def _read(folder: Path, n: int) -> np.ndarray:
-    """The saved rows of the first `n` blocks (fewer where fewer are saved; a torn last row is left out)."""
-    path = folder / INDEX_FILE
-    try:
-        count = min(n, path.stat().st_size // ROW.itemsize)
-    except FileNotFoundError:
-        count = 0
-    return np.fromfile(path, dtype=ROW, count=count) if count else np.zeros(0, dtype=ROW)
+def _read(folder_or_file: Path) -> np.ndarray:
+    """The saved rows up to the last complete block (a torn tail is left out)."""
+    path = folder_or_file if folder_or_file.name == INDEX_FILE else folder_or_file / INDEX_FILE
+    count = _count(path)
+    rows = np.fromfile(path, dtype=ROW, count=count) if count else np.zeros(0, dtype=ROW)
+    done = np.flatnonzero(rows["last"])
+    return rows[:done[-1] + 1] if len(done) else rows[:0]

@@ -2,7 +2,7 @@
 our own focus histories (`train.focus_data`, training books) labelled by where the asked fact lies, its
 weights by Newton's method on the L2-regularised log-loss, a card beside them (data, command, metrics on
 held-out examples). Each example's two matches (cosines, lexical scores) are cached on disk, keyed by its text,
-so a refit after a change of features embeds nothing again."""
+so a refit after a change of features embeds nothing again (the key names the index's scheme: a new one embeds afresh)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from megacontext.focus.hybrid import FEATURES, block_features, probabilities, question_signals
-from megacontext.focus.index import DenseIndex
+from megacontext.focus.index import INDEX_FILE, DenseIndex
 from megacontext.train.focus_data import FAMILIES, example
 
 
@@ -49,7 +49,7 @@ def example_features(base, index: DenseIndex, ex, name: str, block_size: int = 3
     ids = np.asarray(base.tokenize(ex.history), dtype=np.int64)
     store = _Tokens(ids, Path("/nonexistent") / name, block_size)
     n = store.counts[0]
-    key = hashlib.sha256(f"{base.info.name}\0{block_size}\0{ex.prompt}\0{ex.history}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{base.info.name}\0{INDEX_FILE}\0{block_size}\0{ex.prompt}\0{ex.history}".encode()).hexdigest()[:32]
     file = cache / f"{key}.npz" if cache is not None else None
     if file is not None and file.exists():
         with np.load(file) as z:
@@ -83,6 +83,35 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50
         if np.abs(step).max() < 1e-8:
             break
     return w[:-1], float(w[-1])
+
+
+def fit_listwise(examples: Sequence[tuple[np.ndarray, np.ndarray]], l2: float = 1e-3,
+                 steps: int = 200) -> tuple[np.ndarray, float]:
+    """Weights and the "none" logit of a listwise model (one fact answers a question, so a history's blocks
+    share it): P(block b) = e^{s_b} / (e^{c} + Σ_j e^{s_j}) with s = x·w, P(nothing holds it) = e^{c} / (…).
+    Minimises the mean over histories of −log P(one of the asked fact's blocks), or −log P(nothing) where the
+    fact is absent, + `l2`/2 ‖w‖², by L-BFGS."""
+    import torch
+
+    data = [(torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.bool)) for x, y in examples
+            if len(x)]
+    w = torch.zeros(data[0][0].shape[1], dtype=torch.float64, requires_grad=True)
+    c = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, c], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = 0.0
+        for x, y in data:
+            s = x @ w
+            z = torch.logsumexp(torch.cat([s, c[None]]), 0)
+            loss = loss + z - (torch.logsumexp(s[y], 0) if y.any() else c)
+        loss = loss / len(data) + l2 / 2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy(), float(c.detach())
 
 
 def recall_at(examples: Sequence[tuple[np.ndarray, np.ndarray]], weights, bias, at: int, whole: bool = False) -> float:
