@@ -89,6 +89,9 @@ def test_index_segments_follow_the_history_and_survive_torn_and_rewritten_rows(t
         assert blocks_indexed(file) == n and index.embedder.calls == calls
         # the history rolled back and grown with other text: the rows of changed blocks are made again
         store.truncate(5 * k)
+        calls = index.embedder.calls
+        index.update(store)  # a shorter history than the index: the blocks past it cut, nothing embedded
+        assert blocks_indexed(file) == 5 and index.embedder.calls == calls
         mc.append(NEEDLE * 10)
         m = store.counts[0]
         fresh = index_with(tiny_base)

@@ -171,7 +171,10 @@ class DenseIndex:
             if done == n and last is not None and last[0] * ROW.itemsize == path.stat().st_size:  # nothing new (common)
                 return
             # Only the last saved block is checked here (cheap); `segments` checks them all once per question.
-            valid = done if last is None or last[1] == _crcs(store, done - 1, done)[0] else done - 1
+            if done > n:  # blocks past a shorter history: cut
+                valid = n
+            else:
+                valid = done if last is None or last[1] == _crcs(store, done - 1, done)[0] else done - 1
         first = min(valid, n, done)
         start = _cut(path, first)
         # An append indexes at most a commit's blocks; a store made before the index (or without this focus)
