@@ -32,7 +32,7 @@ class BagOfWords:
 
 @pytest.fixture(autouse=True)
 def _stand_in_embedder(request, monkeypatch):
-    """The dense block index (the default focus's) embeds with `BagOfWords` in every test not marked
+    """The dense sentence index (the default focus's) embeds with `BagOfWords` in every test not marked
     `real_model`: unit tests run on tiny random models and never load MiniLM."""
     if request.node.get_closest_marker("real_model") is None:
         from megacontext.focus import index

@@ -1,4 +1,4 @@
-"""The `hybrid` focus (issue 20): the dense block index a store keeps beside its history, the logistic model
+"""The `hybrid` focus (issue 20): the dense sentence index a store keeps beside its history, the logistic model
 over meaning and word matches, its fitting, its training data (never the benchmark's templates), and the
 runtime opening the block a question means. A bag-of-words stand-in replaces MiniLM; the tiny random model
 is the base."""

@@ -220,7 +220,7 @@ class MegaContext:
         self._append(list(ids))
 
     def _append(self, ids: list[int]) -> None:
-        """One commit: tokens, their gists, then the focus policy's ingest-time work (its block index)."""
+        """One commit: tokens, their gists, then the focus policy's ingest-time work (its sentence index)."""
         self.store.append(ids, self.gister)
         prepare(self.policy, self.store)
 

@@ -489,7 +489,7 @@ class MegaContextMethod:
                     mc.policy = policy
                     if hasattr(policy, "prepare"):
                         # The shared ingest ran the default policy: this one's ingest-time work (the hybrid focus's
-                        # block index) is done now and counts as ingest, as in a store this policy wrote.
+                        # sentence index) is done now and counts as ingest, as in a store this policy wrote.
                         t0 = time.perf_counter()
                         prepare(mc.policy, mc.store)
                         ingest_s += time.perf_counter() - t0

@@ -101,7 +101,7 @@ class DenseIndex:
 
     def __init__(self, base, embedder=None) -> None:
         if base is None:
-            raise ValueError("the dense block index decodes the store's tokens: it needs the base model")
+            raise ValueError("the dense sentence index decodes the store's tokens: it needs the base model")
         self.base = base
         self._embedder = embedder
         self._memo: tuple | None = None  # (key, segments) of the last store read without writing
