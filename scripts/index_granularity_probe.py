@@ -1,8 +1,10 @@
 """Which text a dense index row should embed (issue 20), on our own paraphrased facts in training books
 (`train.focus_data`, family `paraphrased`; never the benchmark's templates or books): per history, the rank of
 the asked fact's block by the cosine of the question with rows made of the block alone, the block with half a
-block before it (the index until session 14), a block centred in 64 tokens, two blocks, and the best sentence
-overlapping the block (what the index embeds now), the half-block rows against the bare question (without the turn's words), and two sums.
+block before it (the index until session 14), a block centred in 64 tokens, two blocks, the best sentence
+overlapping the block (every sentence end; the index now embeds sentences joined to at least 8 tokens and cut
+at block ends, `focus.index`), the half-block rows against the bare question (without the turn's words), and
+two sums.
 
     .venv/bin/python scripts/index_granularity_probe.py [--length 16000] [--seeds 1000,1004,...]
 """

@@ -43,6 +43,7 @@ def index_with(base) -> DenseIndex:
 def blocks_indexed(file) -> int:
     rows = np.fromfile(file, dtype=ROW)
     assert len(rows) * ROW.itemsize == file.stat().st_size and rows["last"][-1]  # whole rows, the last block whole
+    assert (np.unique(rows["block"]) == np.arange(rows["block"][-1] + 1)).all()  # every block 0 … n − 1
     return int(rows["block"][-1]) + 1
 
 
@@ -55,13 +56,21 @@ def test_plan_cuts_sentences_of_a_minimum_length_and_the_open_sentence_at_a_bloc
     # at its end; block 3 ends none either
     assert MIN_SEGMENT == 8 and segs == [(0, 0, 12), (1, 12, 32), (2, 32, 41), (3, 41, 64)]
     assert plan(ends, 0, 2, 4, 32, k) == segs[2:]  # made from the middle: the same segments
+    ends[[20, 29]] = True  # two sentences of 9 in block 1: two rows, the rest of it runs on into block 2
+    segs = plan(ends, 0, 0, 4, 0, k)
+    assert segs == [(0, 0, 12), (1, 12, 21), (1, 21, 30), (2, 30, 41), (3, 41, 64)]
+    assert plan(ends[30:], 30, 2, 4, 30, k) == segs[3:]  # resumed mid-block, from the open sentence's start
     cos = block_max(np.array([0.1, 0.9, 0.2, 0.3]), np.array([0, 12, 32, 41]), np.array([12, 32, 41, 64]), 4, k)
     assert np.allclose(cos, [0.9, 0.9, 0.3, 0.3])  # a segment over two blocks counts in both
 
 
-def test_index_segments_follow_the_history_and_survive_torn_and_rewritten_rows(tmp_path, tiny_base):
+def test_index_segments_follow_the_history_and_survive_torn_and_rewritten_rows(tmp_path, tiny_base, monkeypatch):
+    from megacontext.focus import index as index_module
+
+    monkeypatch.setattr(index_module, "MIN_SEGMENT", 3)  # below the test's 8-token block: several rows a block
+    text = (FILLER + "Ay. No. Go. ") * 12
     with MegaContext.open(tmp_path / "s", tiny_base, config(), create=True) as mc:
-        mc.append(FILLER * 12)
+        mc.append(text)
         store, index = mc.store, index_with(tiny_base)
         n = store.counts[0]
         index.update(store)
@@ -72,35 +81,46 @@ def test_index_segments_follow_the_history_and_survive_torn_and_rewritten_rows(t
         seg = index.segments(store)
         assert seg.first[0] == 0 and (seg.first[1:] == seg.end[:-1]).all()  # they tile the history
         assert ((seg.end - 1) // k - seg.first // k <= 1).all()  # at most two blocks each
+        assert (seg.first % k != 0).any() and np.bincount((seg.end - 1) // k).max() >= 2  # mid-block; several
         texts = [tiny_base.decode(ids[a:z].tolist()) for a, z in zip(seg.first, seg.end)]
         assert "".join(texts) == tiny_base.decode(ids[:seg.end[-1]].tolist()) and seg.end[-1] > (n - 1) * k
+        assert " No." in texts  # a sentence within a block, alone
         expected = BagOfWords().encode(texts).numpy()
         assert np.allclose(seg.v, expected, atol=2e-3)  # float16 rows
-        last = int((np.fromfile(file, dtype=ROW)["block"] == n - 1).sum())
+        blocks = np.fromfile(file, dtype=ROW)["block"]
         calls = index.embedder.calls
-        os.truncate(file, file.stat().st_size - 3)  # a torn last row: its block cut, and made again
+        os.truncate(file, file.stat().st_size - ROW.itemsize - 3)  # the last block lost its last row: made again
         index.update(store)
-        assert blocks_indexed(file) == n and index.embedder.calls == calls + last
+        assert blocks_indexed(file) == n and index.embedder.calls == calls + int((blocks == n - 1).sum())
         calls = index.embedder.calls
         assert np.allclose(index.segments(store).v, expected, atol=2e-3) and index.embedder.calls == calls
         with open(file, "ab") as f:  # bytes past the last block (a crash mid-append): cut, nothing embedded
             f.write(b"\x01\x02\x03")
         index.update(store)
         assert blocks_indexed(file) == n and index.embedder.calls == calls
-        # the history rolled back and grown with other text: the rows of changed blocks are made again
         store.truncate(5 * k)
-        calls = index.embedder.calls
         index.update(store)  # a shorter history than the index: the blocks past it cut, nothing embedded
         assert blocks_indexed(file) == 5 and index.embedder.calls == calls
         mc.append(NEEDLE * 10)
+        index.update(store)
+        # rolled back and grown with other text behind the index's back: the rows of changed blocks made again
+        store.truncate(7 * k)
+        mc.append(FILLER * 3)
         m = store.counts[0]
+        calls = index.embedder.calls
         fresh = index_with(tiny_base)
         got, want = index.segments(store), fresh.segments(_Tokens(store.read_tokens(0, m * k), tmp_path / "ro", k))
         assert np.array_equal(got.first, want.first) and np.allclose(got.v, want.v, atol=2e-3)
-    with Store.open(tmp_path / "s") as readonly:  # read-only: computed in memory, nothing written
+        assert index.embedder.calls - calls == int((want.end > 7 * k).sum())  # from block 7 on, nothing before
+        os.truncate(file, int(np.searchsorted(np.fromfile(file, dtype=ROW)["block"], 4)) * ROW.itemsize)
+        size = file.stat().st_size
+    with Store.open(tmp_path / "s") as readonly:  # read-only, four blocks saved: the rest computed in memory
+        seg = index_with(tiny_base).segments(readonly)
+        assert np.array_equal(seg.first, want.first) and np.allclose(seg.v, want.v, atol=2e-3)
+        assert file.stat().st_size == size  # nothing written
         file.unlink()
         seg = index_with(tiny_base).segments(readonly)
-        assert seg.end[-1] <= readonly.counts[0] * k and not file.exists()
+        assert np.array_equal(seg.end, want.end) and not file.exists()
         assert len(seg.cosines(np.ones(384) / np.sqrt(384), readonly.counts[0], k)) == readonly.counts[0]
 
 
@@ -291,4 +311,6 @@ def test_a_read_only_history_regrown_to_the_same_length_is_embedded_again(tiny_b
     path = Path("/nonexistent/read-only")
     first = index.segments(_Tokens(one, path, k))
     second = index.segments(_Tokens(two, path, k))
-    assert np.allclose(first.v[:-1], second.v[:-1]) and not np.allclose(first.v[-1], second.v[-1])
+    before = first.end <= 9 * k  # the rows of the blocks both share
+    assert np.array_equal(first.end, second.end) and np.allclose(first.v[before], second.v[before])
+    assert not np.allclose(first.v[~before], second.v[~before])

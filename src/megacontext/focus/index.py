@@ -106,6 +106,7 @@ class DenseIndex:
         self._embedder = embedder
         self._memo: tuple | None = None  # (key, segments) of the last store read without writing
         self._ends: dict[int, bool] = {}  # token id → ends a sentence
+        self._tail: tuple | None = None  # (file, its size, `_tail` of it): `update` reads the file only when it grew
 
     @property
     def embedder(self):
@@ -136,6 +137,11 @@ class DenseIndex:
         tokens they were made from (a history truncated and grown again) and rows not yet made are computed, and
         saved when the store is writable."""
         n = store.counts[0] if blocks is None else blocks
+        if not store.writable:  # computed in memory, remembered for the next question on the same store (the last
+            # block's CRC in the key: a history another writer rolled back and regrew to the same length differs)
+            key = (store.path, n, int(_crcs(store, n - 1, n)[0]) if n else 0)
+            if self._memo is not None and self._memo[0] == key:
+                return self._memo[1]
         saved = _read(store.path)
         good, keep = _valid(saved, store, n)
         if store.writable:
@@ -143,11 +149,6 @@ class DenseIndex:
                 self.update(store, n, good)
                 saved = _read(store.path)
             return _segments(saved[saved["block"] < n])
-        # read-only: compute what is missing in memory, remembered for the next question on the same store (the
-        # last block's CRC in the key: a history another writer rolled back and regrew to the same length differs)
-        key = (store.path, n, int(_crcs(store, n - 1, n)[0]) if n else 0)
-        if self._memo is not None and self._memo[0] == key:
-            return self._memo[1]
         rows = [saved[:keep]]
         start = int(saved["end"][keep - 1]) if keep else 0
         for lo in range(good, n, BATCH):
@@ -159,24 +160,33 @@ class DenseIndex:
 
     def update(self, store, blocks: int | None = None, valid: int | None = None) -> None:
         """Embed and append the rows of the complete blocks not yet indexed (up to `blocks`, default all). Blocks
-        from `valid` on (default: the last saved block is checked against its tokens) are made again."""
+        from `valid` on are made again (default: the last saved block when its tokens changed; blocks past a
+        shorter history are cut)."""
         from tqdm import tqdm
 
         if not store.writable:
             return
         n = store.counts[0] if blocks is None else blocks
         path = store.path / INDEX_FILE
-        done, last = _tail(path)
+        size = path.stat().st_size if path.exists() else 0
+        if self._tail is None or self._tail[:2] != (path, size):  # called after every decoded token: stat, no read
+            self._tail = (path, size, _tail(path))
+        done, last = self._tail[2]
         if valid is None:
-            if done == n and last is not None and last[0] * ROW.itemsize == path.stat().st_size:  # nothing new (common)
+            if done == n and last is not None and last.rows * ROW.itemsize == size:  # nothing new (the common case)
                 return
             # Only the last saved block is checked here (cheap); `segments` checks them all once per question.
-            if done > n:  # blocks past a shorter history: cut
+            if done > n:  # blocks past a shorter history: cut (the rest is `segments`'s to check)
                 valid = n
             else:
-                valid = done if last is None or last[1] == _crcs(store, done - 1, done)[0] else done - 1
+                valid = done if last is None or last.crc == _crcs(store, done - 1, done)[0] else done - 1
         first = min(valid, n, done)
-        start = _cut(path, first)
+        if first == done and last is not None:  # keep every complete block: drop a torn tail only
+            os.truncate(path, last.rows * ROW.itemsize)
+            start = last.end
+        else:
+            start = _cut(path, first)
+        self._tail = None
         # An append indexes at most a commit's blocks; a store made before the index (or without this focus)
         # is indexed once, at its first question, with a progress bar.
         with tqdm(total=n - first, unit="block", desc="focus index", disable=n - first <= BATCH) as bar:
@@ -220,10 +230,15 @@ def _valid(saved: np.ndarray, store, n: int) -> tuple[int, int]:
         return 0, 0
     m = int(rows["block"][-1]) + 1
     ok = _crcs(store, 0, m)[rows["block"]] == rows["crc"]
+    # and the rows tile the history block after block (zero-filled or stray rows after a crash do not)
+    ok &= np.r_[rows["first"][0] == 0, rows["first"][1:] == rows["end"][:-1]]
+    ok &= np.r_[rows["block"][0] == 0, np.isin(np.diff(rows["block"].astype(np.int64)), (0, 1))]
+    ok &= (rows["end"].astype(np.int64) - 1) // store.block_size == rows["block"]
     if ok.all():
         return m, len(rows)
-    bad = int(rows["block"][np.argmin(ok)])
-    return bad, int(np.searchsorted(rows["block"], bad))
+    i = int(np.argmin(ok))
+    bad = int(rows["block"][i])
+    return bad, int(np.flatnonzero(rows["block"][:i + 1] >= bad)[0])
 
 
 def _count(path: Path) -> int:
@@ -233,8 +248,17 @@ def _count(path: Path) -> int:
         return 0
 
 
-def _tail(path: Path) -> tuple[int, tuple[int, int] | None]:
-    """(complete blocks saved, (rows up to the last complete block's end, that block's CRC) or None)."""
+@dataclass(frozen=True)
+class _Last:
+    """The last complete block saved: the rows up to its end, its CRC, its last segment's end token."""
+
+    rows: int
+    crc: int
+    end: int
+
+
+def _tail(path: Path) -> tuple[int, _Last | None]:
+    """(complete blocks saved, the last of them or None), read from the file's last rows."""
     count = _count(path)
     lo = max(0, count - 64)  # a block holds at most block_size / MIN_SEGMENT + 1 rows
     rows = np.fromfile(path, dtype=ROW, count=count - lo, offset=lo * ROW.itemsize) if count else np.zeros(0, ROW)
@@ -247,7 +271,7 @@ def _tail(path: Path) -> tuple[int, tuple[int, int] | None]:
         if len(done) == 0:
             return 0, None
     r = rows[done[-1]]
-    return int(r["block"]) + 1, (lo + int(done[-1]) + 1, int(r["crc"]))
+    return int(r["block"]) + 1, _Last(lo + int(done[-1]) + 1, int(r["crc"]), int(r["end"]))
 
 
 def _cut(path: Path, blocks: int) -> int:
