@@ -13,8 +13,8 @@ import pytest
 
 from megacontext.config import MegaConfig
 from megacontext.focus import HybridFocus, default_focus, make_policy
-from megacontext.focus.hybrid import (FEATURES, block_features, listwise_probabilities, load_weights, probabilities, runs_on,
-                                      whole_statements)
+from megacontext.focus.hybrid import (FEATURES, block_features, listwise_probabilities, load_weights, one_fact, probabilities,
+                                      runs_on, whole_statements)
 from megacontext.focus.index import INDEX_FILE, MIN_SEGMENT, ROW, DenseIndex, block_max, plan
 from megacontext.runtime import MegaContext
 from megacontext.store import Store
@@ -282,6 +282,16 @@ def test_hybrid_is_a_named_policy_not_yet_the_default_and_its_weights_are_checke
         load_weights(bad)
     with pytest.raises(ValueError, match="train focus"):
         HybridFocus(None, checkpoint=str(tmp_path / "missing.json"))
+
+
+def test_one_fact_shares_its_probability_so_a_sure_block_leaves_look_alikes_little():
+    p = np.array([0.99, 0.2, 0.2, 0.01])
+    shared = one_fact(p)
+    odds = p / (1 - p)
+    assert np.allclose(shared, odds / (1 + odds.sum())) and shared.sum() < 1
+    assert shared[0] > 0.95 and shared[1] < 0.01 < p[1] / 10  # beside a sure block, a look-alike's share is small
+    alone = one_fact(np.array([0.01, 0.2, 0.2, 0.01]))
+    assert alone[1] > 10 * shared[1]  # without one, it keeps more
 
 
 def test_a_long_statement_is_opened_to_its_end_and_a_sentence_end_stops_it(tiny_base):

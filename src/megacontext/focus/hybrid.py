@@ -9,8 +9,8 @@ far as the budget lets it (no thresholds).
 
 A logistic model over the cosine, both z-scores and each one's gap to the best block, and the gaps of the blocks
 around it (a statement runs over block boundaries: a UUID's value lies a block or two after the key that names it),
-turns them into a probability;
-its weights are fitted by `megacontext train focus` on our own fact templates in training books
+turns them into a probability, which the blocks then share as one fact's (`one_fact`: a question asks one
+thing); its weights are fitted by `megacontext train focus` on our own fact templates in training books
 (`train.focus_data`), never on the benchmark's, and ship as `checkpoints/focus-hybrid.json` with their card.
 Probe behind the choice (the model's own early heads against MiniLM and the lexical scan): docs/experiments.md.
 """
@@ -137,9 +137,18 @@ class HybridFocus:
     def probabilities(self, store, question: Sequence[int], n: int) -> np.ndarray:
         if n == 0:
             return np.zeros(0)
-        p = probabilities(question_features(self.index, store, question, n), self.weights, self.bias)
+        p = one_fact(probabilities(question_features(self.index, store, question, n), self.weights, self.bias))
         ids = store.read_tokens(0, n * store.block_size)
         return whole_statements(p, runs_on(self.base, ids, store.block_size, self._sentence_end))
+
+
+def one_fact(p: np.ndarray) -> np.ndarray:
+    """The fitted per-block probabilities read as one fact's: a question asks one thing, so the blocks share its
+    probability with "no block holds it" (P_b = o_b / (1 + Σ_j o_j), o the odds p / (1 − p)). A sure block leaves
+    its look-alikes a small share, where read one by one each kept enough to be opened beside it and copied from
+    (dev UUID trials, docs/experiments.md)."""
+    odds = p / np.clip(1.0 - p, 1e-12, None)
+    return odds / (1.0 + odds.sum())
 
 
 REACH = 2  # blocks one sentence may run on past a block wholly inside it (a UUID statement is ~70 tokens: three blocks)
