@@ -17,13 +17,12 @@ from megacontext.focus import hybrid
 
 
 def listwise(self, store, question, n):
+    """What the policy now does (`hybrid.one_fact`), kept as the probe ran it in session 13."""
     if n == 0:
         return np.zeros(0)
     p = hybrid.probabilities(hybrid.question_features(self.index, store, question, n), self.weights, self.bias)
-    odds = p / np.clip(1.0 - p, 1e-12, None)
-    shared = odds / (1.0 + odds.sum())
     ids = store.read_tokens(0, n * store.block_size)
-    return hybrid.whole_statements(shared, hybrid.runs_on(self.base, ids, store.block_size))
+    return hybrid.whole_statements(hybrid.one_fact(p), hybrid.runs_on(self.base, ids, store.block_size))
 
 
 def main() -> None:

@@ -13,13 +13,12 @@ import pytest
 
 from megacontext.config import MegaConfig
 from megacontext.focus import HybridFocus, default_focus, make_policy
-from megacontext.focus.hybrid import (FEATURES, block_features, listwise_probabilities, load_weights, one_fact, probabilities,
-                                      runs_on, whole_statements)
+from megacontext.focus.hybrid import FEATURES, block_features, load_weights, one_fact, probabilities, runs_on, whole_statements
 from megacontext.focus.index import INDEX_FILE, MIN_SEGMENT, ROW, DenseIndex, block_max, plan
 from megacontext.runtime import MegaContext
 from megacontext.store import Store
 from megacontext.tasks import PARAPHRASES
-from megacontext.train.focus import _Tokens, fit_listwise, fit_logistic, recall_at
+from megacontext.train.focus import _Tokens, fit_listwise, fit_logistic, listwise_probabilities, recall_at
 from megacontext.train.focus_data import FAMILIES, KEYED, KEYS, LONG, NAMES, PARAPHRASED, example
 
 from conftest import BagOfWords
@@ -165,15 +164,25 @@ def test_block_features_are_z_scores_and_gaps_and_the_model_is_logistic():
     assert np.isclose(p[1], p[3]) and q[3] > q[1]
 
 
-def test_fit_logistic_recovers_the_feature_that_predicts_the_label():
-    rng = np.random.default_rng(0)
+def synthetic(seed: int, histories: int, blocks: int, features: int, fact: int, shift: float,
+              absent_every: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Histories of random features where only the first tells the asked fact's `fact` adjacent blocks apart
+    (raised by `shift`); every `absent_every`-th history holds no fact."""
+    rng = np.random.default_rng(seed)
     examples = []
-    for _ in range(40):
-        x = rng.normal(size=(50, 5))
-        y = np.zeros(50)
-        y[rng.integers(50)] = 1
-        x[y == 1, 0] += 4.0  # only the first feature tells the asked block apart
+    for i in range(histories):
+        x = rng.normal(size=(blocks, features))
+        y = np.zeros(blocks)
+        if not absent_every or i % absent_every:
+            at = rng.integers(blocks - fact + 1)
+            y[at:at + fact] = 1
+            x[y == 1, 0] += shift
         examples.append((x, y))
+    return examples
+
+
+def test_fit_logistic_recovers_the_feature_that_predicts_the_label():
+    examples = synthetic(0, 40, 50, 5, fact=1, shift=4.0)
     w, b = fit_logistic(np.concatenate([e[0] for e in examples]), np.concatenate([e[1] for e in examples]))
     assert w[0] > 1.0 and np.abs(w[1:]).max() < 0.5 * w[0] and b < -2
     assert recall_at(examples, w, b, 1) >= 0.9 and recall_at(examples, -w, b, 1) <= 0.1
@@ -184,16 +193,7 @@ def test_fit_logistic_recovers_the_feature_that_predicts_the_label():
 
 
 def test_fit_listwise_shares_one_fact_among_blocks_and_learns_when_nothing_holds_it():
-    rng = np.random.default_rng(1)
-    examples = []
-    for i in range(60):
-        x = rng.normal(size=(40, 3))
-        y = np.zeros(40)
-        if i % 3:  # two of three hold the fact, over two adjacent blocks
-            at = rng.integers(39)
-            y[at:at + 2] = 1
-            x[y == 1, 0] += 3.0
-        examples.append((x, y))
+    examples = synthetic(1, 60, 40, 3, fact=2, shift=3.0, absent_every=3)  # two of three hold a two-block fact
     w, none = fit_listwise(examples)
     assert w[0] > 1.0 and np.abs(w[1:]).max() < 0.5 * w[0]
     assert recall_at([e for e in examples if e[1].any()], w, none, 1) >= 0.9

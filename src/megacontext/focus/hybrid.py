@@ -66,15 +66,6 @@ def probabilities(features: np.ndarray, weights: Sequence[float], bias: float) -
     return 1.0 / (1.0 + np.exp(-(features @ np.asarray(weights, dtype=np.float64) + bias)))
 
 
-def listwise_probabilities(features: np.ndarray, weights: Sequence[float], none: float) -> np.ndarray:
-    """The listwise model: per block, the probability that it holds the asked fact, the blocks of a history and
-    "none of them" sharing one (a softmax over the blocks' scores and the `none` logit)."""
-    s = features @ np.asarray(weights, dtype=np.float64)
-    top = max(float(s.max(initial=-np.inf)), none)
-    e = np.exp(s - top)
-    return e / (np.exp(none - top) + e.sum())
-
-
 def load_weights(path: str | Path | None = None) -> tuple[list[float], float, dict]:
     """(weights, bias, card) of a fitted model (default: the packaged one)."""
     path = Path(path or CHECKPOINT)
@@ -104,7 +95,6 @@ class HybridFocus:
         self.base = base
         self._key: tuple | None = None
         self._probs: np.ndarray | None = None
-        self._sentence_end: dict[int, bool] = {}  # token id → ends a sentence (`runs_on`)
 
     def prepare(self, store) -> None:
         """Ingest-time work: index the blocks the last append completed."""
@@ -139,7 +129,7 @@ class HybridFocus:
             return np.zeros(0)
         p = one_fact(probabilities(question_features(self.index, store, question, n), self.weights, self.bias))
         ids = store.read_tokens(0, n * store.block_size)
-        return whole_statements(p, runs_on(self.base, ids, store.block_size, self._sentence_end))
+        return whole_statements(p, runs_on(self.base, ids, store.block_size, self.index.sentence_end))
 
 
 def one_fact(p: np.ndarray) -> np.ndarray:

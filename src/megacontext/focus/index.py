@@ -105,7 +105,7 @@ class DenseIndex:
         self.base = base
         self._embedder = embedder
         self._memo: tuple | None = None  # (key, segments) of the last store read without writing
-        self._ends: dict[int, bool] = {}  # token id → ends a sentence
+        self.sentence_end: dict[int, bool] = {}  # token id → ends a sentence (the policy's `runs_on` shares it)
         self._tail: tuple | None = None  # (file, its size, `_tail` of it): `update` reads the file only when it grew
 
     @property
@@ -124,7 +124,7 @@ class DenseIndex:
         """The rows (`ROW`) of blocks `lo…hi−1`, their first segment starting at `start`."""
         k = store.block_size
         ids = store.read_tokens(start, hi * k)
-        segs = plan(sentence_ends(self.base, ids, self._ends), start, lo, hi, start, k)
+        segs = plan(sentence_ends(self.base, ids, self.sentence_end), start, lo, hi, start, k)
         rows = np.zeros(len(segs), dtype=ROW)
         rows["block"], rows["first"], rows["end"] = (np.array(c, dtype=np.uint32) for c in zip(*segs))
         rows["v"] = self.embed([self.base.decode(ids[a - start:z - start].tolist()) for _, a, z in segs])
@@ -142,12 +142,12 @@ class DenseIndex:
             key = (store.path, n, int(_crcs(store, n - 1, n)[0]) if n else 0)
             if self._memo is not None and self._memo[0] == key:
                 return self._memo[1]
-        saved = _read(store.path)
+        saved = _read(store.path / INDEX_FILE)
         good, keep = _valid(saved, store, n)
         if store.writable:
             if good < n:
                 self.update(store, n, good)
-                saved = _read(store.path)
+                saved = _read(store.path / INDEX_FILE)
             return _segments(saved[saved["block"] < n])
         rows = [saved[:keep]]
         start = int(saved["end"][keep - 1]) if keep else 0
@@ -284,9 +284,8 @@ def _cut(path: Path, blocks: int) -> int:
     return int(rows["end"][keep - 1]) if keep else 0
 
 
-def _read(folder_or_file: Path) -> np.ndarray:
-    """The saved rows up to the last complete block (a torn tail is left out)."""
-    path = folder_or_file if folder_or_file.name == INDEX_FILE else folder_or_file / INDEX_FILE
+def _read(path: Path) -> np.ndarray:
+    """The saved rows of index file `path` up to its last complete block (a torn tail is left out)."""
     count = _count(path)
     rows = np.fromfile(path, dtype=ROW, count=count) if count else np.zeros(0, dtype=ROW)
     done = np.flatnonzero(rows["last"])

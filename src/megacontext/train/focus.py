@@ -114,6 +114,15 @@ def fit_listwise(examples: Sequence[tuple[np.ndarray, np.ndarray]], l2: float = 
     return w.detach().numpy(), float(c.detach())
 
 
+def listwise_probabilities(features: np.ndarray, weights: Sequence[float], none: float) -> np.ndarray:
+    """The listwise model: per block, the probability that it holds the asked fact, the blocks of a history and
+    "none of them" sharing one (a softmax over the blocks' scores and the `none` logit)."""
+    s = features @ np.asarray(weights, dtype=np.float64)
+    top = max(float(s.max(initial=-np.inf)), none)
+    e = np.exp(s - top)
+    return e / (np.exp(none - top) + e.sum())
+
+
 def recall_at(examples: Sequence[tuple[np.ndarray, np.ndarray]], weights, bias, at: int, whole: bool = False) -> float:
     """Share of examples whose asked fact has a block (`whole`: every block of it) among the `at` most probable
     (examples without one, the absent family's, are left out)."""
