@@ -214,6 +214,23 @@ class BaseModel:
                 x = layer(x, attention_mask=masks[kinds[i]], position_embeddings=rope, position_ids=position_ids)
         return x
 
+    def continuation_logprobs(self, prefixes: list[list[int]], continuation: list[int]) -> list[float]:
+        """Per prefix (token ids, each non-empty): the summed log-probability of `continuation` right after it,
+        from one right-padded batch, only the rows that predict the continuation put through the vocabulary
+        projection (a 152k-column matrix: over every row it would cost more than the model)."""
+        if not prefixes or not continuation or min(map(len, prefixes)) == 0:
+            raise ValueError("continuation_logprobs needs non-empty prefixes and a non-empty continuation")
+        seqs = [list(p) + list(continuation) for p in prefixes]
+        width, m = max(map(len, seqs)), len(continuation)
+        ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs], device=self.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+        with torch.no_grad():
+            hidden = self.model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            rows = torch.stack([hidden[i, len(p) - 1:len(p) - 1 + m] for i, p in enumerate(prefixes)])
+            logp = torch.log_softmax(self.model.get_output_embeddings()(rows).float(), dim=-1)
+        target = torch.tensor(continuation, device=self.device).expand(len(prefixes), -1)
+        return logp.gather(-1, target[..., None])[..., 0].sum(-1).tolist()
+
     @staticmethod
     def crop_cache(cache, rows: int) -> None:
         """Keep only the first `rows` rows of a KV cache."""

@@ -229,7 +229,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                            cache=cache_home() / "focus-signals")
         held = card["metrics"]["held_out"]["all"]
         print(f"hybrid focus weights: {out}; held-out recall@1 {held['recall@1']:.2f}, @3 {held['recall@3']:.2f}, "
-              f"@8 {held['recall@8']:.2f}; every block of the fact in the top 3 {held['whole@3']:.2f}")
+              f"@8 {held['recall@8']:.2f}; every block of the fact in the top 3 {held['whole@3']:.2f}"
+              + (" (with the model reading its candidates)" if "rerank" in card else ""))
     else:
         from megacontext.train.lensnet import train_lensnet
 

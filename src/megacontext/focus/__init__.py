@@ -66,7 +66,7 @@ def make_policy(name: str, *, base=None, config: FocusConfig = FocusConfig(),
 def default_focus(model_name: str) -> str:
     """`lexical` for every base model: it reads the trained LensNet shipped for the model, and runs its lexical
     match alone where none is trained yet. `hybrid` is not the default yet: at 32k on Qwen's report trials it finds
-    paraphrased facts (8/20 against 0/20) but answers the UUID question form 3/10 against 10/10 (docs/RESULTS.md)."""
+    paraphrased facts that `lexical` cannot (0/20) but trails it elsewhere (docs/RESULTS.md, "Focus v2")."""
     return "lexical"
 
 

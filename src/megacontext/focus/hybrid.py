@@ -9,8 +9,10 @@ far as the budget lets it (no thresholds).
 
 A logistic model over the cosine, both z-scores and each one's gap to the best block, and the gaps of the blocks
 around it (a statement runs over block boundaries: a UUID's value lies a block or two after the key that names it),
-turns them into a probability, which the blocks then share as one fact's (`one_fact`: a question asks one
-thing); its weights are fitted by `megacontext train focus` on our own fact templates in training books
+turns them into a probability. A second stage (`focus.rerank`, where the card has one) has the frozen model read
+the likeliest blocks' best sentences: how much better each explains the question than nothing does updates its
+odds by Bayes' rule. The blocks then share the probability as one fact's (`one_fact`: a question asks one thing).
+The logistic weights are fitted by `megacontext train focus` on our own fact templates in training books
 (`train.focus_data`), never on the benchmark's, and ship as `checkpoints/focus-hybrid.json` with their card.
 Probe behind the choice (the model's own early heads against MiniLM and the lexical scan): docs/experiments.md.
 """
@@ -27,6 +29,7 @@ from megacontext.allocator import EntryScore
 from megacontext.config import FocusConfig
 from megacontext.focus import FocusInput, register
 from megacontext.focus.baselines import RecencyFocus
+from megacontext.focus import rerank
 from megacontext.focus.bonus import entry_bonus, lexical_scan, zscore
 from megacontext.focus.index import DenseIndex, sentence_ends
 
@@ -61,9 +64,14 @@ def block_features(dense: np.ndarray, lex: np.ndarray) -> np.ndarray:
     return np.stack([dense, zd, zl, gd, gl, *around], axis=1)
 
 
+def log_odds(features: np.ndarray, weights: Sequence[float], bias: float) -> np.ndarray:
+    """The logistic model's log-odds, per block, that it holds the asked fact."""
+    return features @ np.asarray(weights, dtype=np.float64) + bias
+
+
 def probabilities(features: np.ndarray, weights: Sequence[float], bias: float) -> np.ndarray:
     """The logistic model: per block, the probability that it holds the asked fact."""
-    return 1.0 / (1.0 + np.exp(-(features @ np.asarray(weights, dtype=np.float64) + bias)))
+    return 1.0 / (1.0 + np.exp(-log_odds(features, weights, bias)))
 
 
 def load_weights(path: str | Path | None = None) -> tuple[list[float], float, dict]:
@@ -76,6 +84,10 @@ def load_weights(path: str | Path | None = None) -> tuple[list[float], float, di
         raise ValueError(f"{path}: not a fitted hybrid focus ({exc}); fit one with `megacontext train focus`") from None
     if card.get("features") != list(FEATURES) or len(weights) != len(FEATURES):
         raise ValueError(f"{path}: fitted on features {card.get('features')}, this code reads {list(FEATURES)}")
+    second = card.get("rerank")
+    if second is not None and (second.get("prompt"), second.get("none")) != (rerank.PROMPT, rerank.NONE):
+        raise ValueError(f"{path}: its second stage was measured reading with another prompt "
+                         f"({second.get('prompt')!r}); refit with `megacontext train focus`")
     return weights, bias, card
 
 
@@ -127,9 +139,36 @@ class HybridFocus:
     def probabilities(self, store, question: Sequence[int], n: int) -> np.ndarray:
         if n == 0:
             return np.zeros(0)
-        p = one_fact(probabilities(question_features(self.index, store, question, n), self.weights, self.bias))
+        dense, lex = question_signals(self.index, store, question, n)
+        z = log_odds(block_features(dense, lex), self.weights, self.bias)
+        if self.card.get("rerank") is not None:
+            z = reread(self.index, store, question, z, dense, self.card["rerank"])
         ids = store.read_tokens(0, n * store.block_size)
-        return whole_statements(p, runs_on(self.base, ids, store.block_size, self.index.sentence_end))
+        return whole_statements(one_fact_of(z), runs_on(self.base, ids, store.block_size, self.index.sentence_end))
+
+
+def reread(index: DenseIndex, store, question: Sequence[int], z: np.ndarray, dense: np.ndarray,
+           second: dict) -> np.ndarray:
+    """Log-odds `z` with its candidates' updated by the second stage (`focus.rerank`: the model reads each
+    candidate's best sentence, and how much better it explains the question than nothing does is added: Bayes'
+    rule in log-odds, where a sure block stays ahead of a surer-looking one instead of both rounding to 1).
+    `second`: the card's `rerank`."""
+    words = rerank.question_words(index.base.decode(list(question)))
+    if not words or len(z) == 0:
+        return z
+    blocks = rerank.candidates(z, dense, int(second.get("candidates", rerank.CANDIDATES)))
+    sentences = rerank.best_sentences(index, store, blocks, query_vector(index, question))
+    out = np.array(z, dtype=np.float64)
+    out[blocks] += rerank.pmi(index.base, sentences, words)
+    return out
+
+
+def one_fact_of(z: np.ndarray) -> np.ndarray:
+    """`one_fact` from log-odds `z` (no odds overflow, however sure a block is): P_b = e^{z_b} / (1 + Σ_j e^{z_j})."""
+    z = np.asarray(z, dtype=np.float64)
+    top = max(0.0, float(z.max(initial=0.0)))
+    e = np.exp(z - top)
+    return e / (np.exp(-top) + e.sum())
 
 
 def one_fact(p: np.ndarray) -> np.ndarray:
@@ -167,9 +206,13 @@ def whole_statements(p: np.ndarray, runs_on: np.ndarray, reach: int = REACH) -> 
 def question_signals(index: DenseIndex, store, question: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
     """(cosines `[n]`, lexical scores `[n]`) of the first `n` blocks of `store` for `question` (token ids): the two
     matches `block_features` is made from (`train focus` caches them)."""
-    query = index.embed([index.base.decode(list(question))])[0]
-    dense = index.segments(store, n).cosines(query, n, store.block_size)
+    dense = index.segments(store, n).cosines(query_vector(index, question), n, store.block_size)
     return dense, lexical_scan(store, question, n, store.block_size)
+
+
+def query_vector(index: DenseIndex, question: Sequence[int]) -> np.ndarray:
+    """The question's sentence embedding (a unit vector), as the index compares it with every segment."""
+    return index.embed([index.base.decode(list(question))])[0]
 
 
 def question_features(index: DenseIndex, store, question: Sequence[int], n: int) -> np.ndarray:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from megacontext.focus.hybrid import FEATURES, block_features, probabilities, question_signals
+from megacontext.focus import rerank
+from megacontext.focus.hybrid import FEATURES, block_features, log_odds, probabilities, query_vector, question_signals
 from megacontext.focus.index import INDEX_FILE, DenseIndex
 from megacontext.train.focus_data import FAMILIES, example
 
@@ -126,19 +127,50 @@ def listwise_probabilities(features: np.ndarray, weights: Sequence[float], none:
 def recall_at(examples: Sequence[tuple[np.ndarray, np.ndarray]], weights, bias, at: int, whole: bool = False) -> float:
     """Share of examples whose asked fact has a block (`whole`: every block of it) among the `at` most probable
     (examples without one, the absent family's, are left out)."""
+    return recall_in([(probabilities(x, weights, bias), y) for x, y in examples], at, whole)
+
+
+def recall_in(scored: Sequence[tuple[np.ndarray, np.ndarray]], at: int, whole: bool = False) -> float:
+    """`recall_at` of per-block scores already computed: (probabilities or log-odds `[n]`, labels `[n]`) per
+    example."""
     hits = []
-    for x, y in examples:
+    for p, y in scored:
         if y.any():
-            top = np.argsort(-probabilities(x, weights, bias), kind="stable")[:at]
+            top = np.argsort(-p, kind="stable")[:at]
             hits.append(y[top].sum() == y.sum() if whole else y[top].any())
     return float(np.mean(hits)) if hits else 0.0
 
 
+def reread_example(base, index: DenseIndex, ex, p: np.ndarray, dense: np.ndarray, block_size: int = 32,
+                   cache: Path | None = None) -> tuple[list[int], np.ndarray]:
+    """(candidate blocks, their `rerank.pmi`) of one example under first-stage log-odds (or probabilities) `p`: the blocks the
+    policy would give the model to read, and what it reads in them. The model's scores are cached, keyed by the
+    question and the sentences read."""
+    ids = np.asarray(base.tokenize(ex.history), dtype=np.int64)
+    store = _Tokens(ids, Path("/nonexistent"), block_size)
+    question = base.tokenize(ex.prompt)
+    blocks = rerank.candidates(p, dense)
+    sentences = rerank.best_sentences(index, store, blocks, query_vector(index, question))
+    words = rerank.question_words(ex.prompt)
+    key = hashlib.sha256("\0".join([base.info.name, rerank.PROMPT, rerank.NONE, words, *sentences]).encode()).hexdigest()[:32]
+    file = cache / f"pmi-{key}.npy" if cache is not None else None
+    if file is not None and file.exists():
+        return blocks, np.load(file)
+    gain = rerank.pmi(base, sentences, words)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(file.stem + ".tmp.npy")
+        np.save(tmp, gain)
+        os.replace(tmp, file)
+    return blocks, gain
+
+
 def train_focus(base, *, examples: int, lengths: Sequence[int], out: str | Path, held_out: int, book: str,
-                command: str, progress: bool = True, cache: str | Path | None = None) -> dict:
+                command: str, progress: bool = True, cache: str | Path | None = None, second: bool = True) -> dict:
     """Fit on `examples` histories (seeds 0…; families, then lengths, cycled), measure on `held_out` more (later seeds),
-    write the card (weights and all) atomically to `out`; returns it. `cache`: where each example's signals are
-    kept between fits."""
+    write the card (weights and all) atomically to `out`; returns it. `second`: the policy reads with the second stage
+    (the model reading the candidates, `focus.rerank`; nothing fitted), and the card measures both. `cache`: where each example's signals and
+    the model's reads are kept between fits."""
     from tqdm import tqdm
 
     index = DenseIndex(base)
@@ -149,34 +181,50 @@ def train_focus(base, *, examples: int, lengths: Sequence[int], out: str | Path,
         length = lengths[(seed // len(FAMILIES)) % len(lengths)]  # every family at every length
         ex = example(seed, length, book, count)
         rows.append((*example_features(base, index, ex, f"example-{seed}", cache=Path(cache) if cache else None),
-                     ex.family, length))
-    fit, test = rows[:examples], rows[examples:]
+                     ex.family, length, ex))
+    fit = rows[:examples]  # the rest are held out
     x = np.concatenate([r[0] for r in fit])
     y = np.concatenate([r[1] for r in fit])
     weights, bias = fit_logistic(x, y)
+    first = [log_odds(r[0], weights, bias) for r in rows]  # ranked and shared as the policy does: in log-odds
+    final = first
+    if second:  # the model reads each example's candidates (the second stage: nothing fitted, Bayes' rule)
+        final = []
+        for r, z in tqdm(list(zip(rows, first)), desc="model reads candidates", disable=not progress):
+            blocks, gain = reread_example(base, index, r[4], z, r[0][:, 0], cache=Path(cache) if cache else None)
+            z = np.array(z)
+            z[blocks] += gain
+            final.append(z)
 
-    def metrics(subset) -> dict:
+    def metrics(subset, probs) -> dict:
         """Recall over the examples whose fact is there; the median top probability (absent: how sure focus is
         of a block that answers nothing)."""
-        pairs = [(r[0], r[1]) for r in subset]
-        top = [float(probabilities(xx, weights, bias).max()) for xx, _ in pairs if len(xx)]
-        return {"examples": len(pairs), "recall@1": recall_at(pairs, weights, bias, 1),
-                "recall@3": recall_at(pairs, weights, bias, 3), "recall@8": recall_at(pairs, weights, bias, 8),
-                "whole@3": recall_at(pairs, weights, bias, 3, whole=True),
-                "whole@8": recall_at(pairs, weights, bias, 8, whole=True),
-                "median_top_probability": float(np.median(top)) if top else 0.0}
+        scored = [(probs[i], rows[i][1]) for i in subset]
+        top = [float(1 / (1 + np.exp(-z.max()))) for z, _ in scored if len(z)]
+        return {"examples": len(scored), "recall@1": recall_in(scored, 1), "recall@3": recall_in(scored, 3),
+                "recall@8": recall_in(scored, 8), "whole@3": recall_in(scored, 3, whole=True),
+                "whole@8": recall_in(scored, 8, whole=True), "median_top_probability": float(np.median(top)) if top else 0.0}
 
-    held = {"all": metrics(test)}
-    for family in FAMILIES:
-        held[family] = metrics([r for r in test if r[2] == family])
-    for length in lengths:
-        held[f"{length}"] = metrics([r for r in test if r[3] == length])
+    def report(probs) -> dict:
+        held_ids = range(examples, len(rows))
+        out = {"all": metrics(held_ids, probs)}
+        for family in FAMILIES:
+            out[family] = metrics([i for i in held_ids if rows[i][2] == family], probs)
+        for length in lengths:
+            out[f"{length}"] = metrics([i for i in held_ids if rows[i][3] == length], probs)
+        return out
+
     card = {"policy": "hybrid", "features": list(FEATURES), "weights": [float(w) for w in weights], "bias": bias,
             "base_model": base.info.name, "embedder": "all-MiniLM-L6-v2",
             "data": {"generator": "megacontext.train.focus_data", "books": "training split",
                      "examples": examples, "held_out": held_out, "lengths": list(lengths),
                      "blocks": int(len(y)), "positive_blocks": int(y.sum())},
-            "command": command, "wall_s": round(time.perf_counter() - t0, 1), "metrics": {"held_out": held}}
+            "command": command, "wall_s": round(time.perf_counter() - t0, 1),
+            "metrics": {"held_out": report(final)}}
+    if second:
+        card["rerank"] = {"reading": "odds × p(question | sentence) / p(question | none)", "candidates": rerank.CANDIDATES,
+                          "prompt": rerank.PROMPT, "none": rerank.NONE}
+        card["metrics"]["held_out_first_stage"] = report(first)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
