@@ -68,6 +68,11 @@ def test_best_sentences_pick_the_sentence_that_matches_the_question(tiny_base):
 def test_pmi_is_nothing_for_the_content_free_passage(tiny_base):
     gain = rerank.pmi(tiny_base, [rerank.NONE, "The sky is blue.", rerank.NONE], "what colour is the sky?")
     assert gain[0] == pytest.approx(0.0, abs=1e-6) and gain[2] == gain[0] and gain[1] != 0.0
+    long = "tell me everything about the weather and the grass and the sea " * 5 + "what colour is the sky?"
+    tail = tiny_base.tokenize(" " + long)[-rerank.QUESTION_TOKENS:]  # a long message: only its end is read
+    want = tiny_base.continuation_logprobs([tiny_base.tokenize(rerank.PROMPT.format(s)) for s in ("The sky is blue.",
+                                                                                                rerank.NONE)], tail)
+    assert rerank.pmi(tiny_base, ["The sky is blue."], long)[0] == pytest.approx(want[0] - want[1], abs=1e-5)
 
 
 def test_one_fact_in_log_odds_keeps_the_order_of_blocks_too_sure_for_probabilities():
@@ -148,5 +153,5 @@ def test_the_policy_with_a_second_stage_runs_on_a_store(tmp_path, tiny_base, mon
         question = tiny_base.tokenize("\n\nQuestion: who guards the lighthouse?\nAnswer:")
         p = policy.block_probs(mc.store, question)
         policy.block_probs(mc.store, question)  # the same question again: served from the cache
-        assert len(p) == mc.store.counts[0] and ((0 <= p) & (p <= 1)).all()
+        assert len(p) == (mc.store.num_tokens - len(question)) // 8 and ((0 <= p) & (p <= 1)).all()
         assert len(calls) == 1 and 2 <= calls[0] <= 2 * rerank.CANDIDATES + 1

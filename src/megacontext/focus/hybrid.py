@@ -27,9 +27,8 @@ import numpy as np
 
 from megacontext.allocator import EntryScore
 from megacontext.config import FocusConfig
-from megacontext.focus import FocusInput, register
+from megacontext.focus import FocusInput, register, rerank
 from megacontext.focus.baselines import RecencyFocus
-from megacontext.focus import rerank
 from megacontext.focus.bonus import entry_bonus, lexical_scan, zscore
 from megacontext.focus.index import DenseIndex, sentence_ends
 
@@ -166,7 +165,7 @@ def reread(index: DenseIndex, store, question: Sequence[int], z: np.ndarray, den
 def one_fact_of(z: np.ndarray) -> np.ndarray:
     """`one_fact` from log-odds `z` (no odds overflow, however sure a block is): P_b = e^{z_b} / (1 + Σ_j e^{z_j})."""
     z = np.asarray(z, dtype=np.float64)
-    top = max(0.0, float(z.max(initial=0.0)))
+    top = float(z.max(initial=0.0))  # ≥ 0: "none" (log-odds 0) is in the sum too
     e = np.exp(z - top)
     return e / (np.exp(-top) + e.sum())
 

@@ -23,6 +23,7 @@ from megacontext.focus.index import plan, sentence_ends
 CANDIDATES = 6  # per signal: the first stage's likeliest blocks and the best cosines, merged
 PROMPT = "Passage: {}\nPlease write a question based on this passage.\nQuestion:"
 NONE = "N/A"  # the content-free passage: the question's likelihood with nothing relevant in view
+QUESTION_TOKENS = 64  # a long message's question is its end: the model reads at most this much of it per candidate
 _LABEL = re.compile(r"^\s*(question|user|q)\s*:\s*", re.IGNORECASE)
 _SCAFFOLD = re.compile(r"^\s*(answer|assistant|a|user|system)\s*:?\s*$", re.IGNORECASE)
 
@@ -59,10 +60,10 @@ def best_sentences(index, store, blocks: Sequence[int], query: np.ndarray) -> li
 
 
 def pmi(base, sentences: Sequence[str], question: str) -> np.ndarray:
-    """Per sentence: log p(question | sentence) − log p(question | "N/A"), in nats, under UPR's prompt. Sentences
-    that repeat are read once."""
+    """Per sentence: log p(question | sentence) − log p(question | "N/A"), in nats, under UPR's prompt (of a long
+    question, its last `QUESTION_TOKENS`). Sentences that repeat are read once."""
     unique = list(dict.fromkeys(sentences))
     lp = base.continuation_logprobs([base.tokenize(PROMPT.format(s)) for s in [*unique, NONE]],
-                                    base.tokenize(" " + question))
+                                    base.tokenize(" " + question)[-QUESTION_TOKENS:])
     by = dict(zip(unique, lp[:-1]))
     return np.array([by[s] - lp[-1] for s in sentences], dtype=np.float64)
