@@ -32,7 +32,7 @@ def test_continuation_logprobs_match_a_plain_forward_of_each_sequence(which, req
         want = sum(float(logp[len(prefix) - 1 + i, t]) for i, t in enumerate(question))
         assert value == pytest.approx(want, abs=1e-3)
     assert len(set(round(v, 3) for v in got)) == 3  # the prefixes matter
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(AssertionError):
         base.continuation_logprobs([[]], question)
 
 
@@ -60,14 +60,20 @@ def test_best_sentences_pick_the_sentence_that_matches_the_question(tiny_base):
     index = DenseIndex(tiny_base, BagOfWords())
     query = index.embed(["where does the violet heron guard the lighthouse"])[0]
     at = len(tiny_base.tokenize(text[:text.index(NEEDLE)])) + 10  # a token inside the needle
-    got = rerank.best_sentences(index, store, [at // k, 0], query)
+    n = store.counts[0]
+    got = rerank.best_sentences(index, store, [at // k, 0], query, n)
     assert "violet heron" in got[0] and "heron" not in got[1]
     assert got[1] in FILLER  # block 0's own sentence, whole
+    # a live store holds the question after the history: the last block's sentence never runs into it
+    asked = np.array(tiny_base.tokenize(text[: n * k] + " where does the violet heron guard the lighthouse?"))
+    live = _Tokens(asked[: len(asked) // k * k], None, k)
+    last = rerank.best_sentences(index, live, [n - 1], query, n)[0]
+    assert "heron" not in last and last in tiny_base.decode(ids[(n - 3) * k:n * k].tolist())
 
 
 def test_pmi_is_nothing_for_the_content_free_passage(tiny_base):
-    gain = rerank.pmi(tiny_base, [rerank.NONE, "The sky is blue.", rerank.NONE], "what colour is the sky?")
-    assert gain[0] == pytest.approx(0.0, abs=1e-6) and gain[2] == gain[0] and gain[1] != 0.0
+    gain = rerank.pmi(tiny_base, [rerank.NONE, "The sky is blue.", "The grass is green."], "what colour is the sky?")
+    assert gain[0] == pytest.approx(0.0, abs=1e-6) and gain[1] != 0.0 and gain[1] != gain[2]
     long = "tell me everything about the weather and the grass and the sea " * 5 + "what colour is the sky?"
     tail = tiny_base.tokenize(" " + long)[-rerank.QUESTION_TOKENS:]  # a long message: only its end is read
     want = tiny_base.continuation_logprobs([tiny_base.tokenize(rerank.PROMPT.format(s)) for s in ("The sky is blue.",
@@ -98,13 +104,14 @@ def test_the_second_stage_lifts_the_block_the_model_says_explains_the_question(t
     z = np.full(n, -4.6)  # log-odds: p ≈ 0.01
     z[0], z[needle] = 0.4, -0.85
     dense = np.zeros(n)
+    dense[5] = 0.9  # the best cosine: read too, though the first stage ranks it low
     monkeypatch.setattr(rerank, "pmi", lambda base, sentences, q: np.array([8.0 if "heron" in s else 1.0
                                                                          for s in sentences]))
     second = {"candidates": 2}
     out = reread(index, store, tiny_base.tokenize("\n\nQuestion: who guards the lighthouse?\nAnswer:"), z, dense, second)
     assert int(np.argmax(out)) == needle and out[needle] == pytest.approx(z[needle] + 8.0) and out[0] == z[0] + 1.0
     moved = np.flatnonzero(out != z)
-    assert set(moved) <= set(rerank.candidates(z, dense, 2))
+    assert set(moved) == set(rerank.candidates(z, dense, 2)) and 5 in moved
     same = reread(index, store, tiny_base.tokenize("\n\nAnswer:"), z, dense, second)  # no words asked: unchanged
     assert same is z
 
@@ -130,7 +137,7 @@ def test_recall_in_reads_precomputed_probabilities():
 
 
 def test_the_policy_with_a_second_stage_runs_on_a_store(tmp_path, tiny_base, monkeypatch):
-    """End to end on the tiny model: the packaged card's second stage has the model read its candidates (plus the
+    """End to end on the tiny model: a card with a second stage has the model read its candidates (plus the
     content-free passage) once per question, and the probabilities stay probabilities."""
     from dataclasses import replace
 
@@ -139,15 +146,16 @@ def test_the_policy_with_a_second_stage_runs_on_a_store(tmp_path, tiny_base, mon
 
     cfg = MegaConfig().with_budget(160)
     cfg = replace(cfg, store=replace(cfg.store, block_size=8), working=replace(cfg.working, budget=160, protected_tokens=16))
-    card = load_weights()[2]
-    if card.get("rerank") is None:
-        pytest.skip("the packaged fit has no second stage")
+    weights, bias, _ = load_weights()
+    card = tmp_path / "card.json"  # the packaged first stage with a second stage, whatever the packaged card holds
+    card.write_text(json.dumps({"features": list(FEATURES), "weights": weights, "bias": bias,
+                                "rerank": {"prompt": rerank.PROMPT, "none": rerank.NONE}}))
     calls = []
     real = type(tiny_base).continuation_logprobs
     monkeypatch.setattr(type(tiny_base), "continuation_logprobs",
                         lambda self, prefixes, q: calls.append(len(prefixes)) or real(self, prefixes, q))
     with MegaContext.open(tmp_path / "s", tiny_base, cfg, create=True) as mc:
-        policy = make_policy("hybrid", base=tiny_base, config=mc.config.focus_config)
+        policy = make_policy("hybrid", base=tiny_base, config=mc.config.focus_config, checkpoint=str(card))
         mc.policy = policy
         mc.append(FILLER * 10 + NEEDLE + FILLER * 10)
         question = tiny_base.tokenize("\n\nQuestion: who guards the lighthouse?\nAnswer:")

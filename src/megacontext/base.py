@@ -218,8 +218,7 @@ class BaseModel:
         """Per prefix (token ids, each non-empty): the summed log-probability of `continuation` right after it,
         from one right-padded batch, only the rows that predict the continuation put through the vocabulary
         projection (a 152k-column matrix: over every row it would cost more than the model)."""
-        if not prefixes or not continuation or min(map(len, prefixes)) == 0:
-            raise ValueError("continuation_logprobs needs non-empty prefixes and a non-empty continuation")
+        assert prefixes and continuation and min(map(len, prefixes)) > 0, "non-empty prefixes and continuation"
         seqs = [list(p) + list(continuation) for p in prefixes]
         width, m = max(map(len, seqs)), len(continuation)
         ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs], device=self.device)

@@ -3,7 +3,7 @@
 A policy maps a `FocusInput` to one `EntryScore` per entry. Policies are built by name with one factory
 signature (`make_policy`). The package: the baselines (`baselines`: recency, random, oracle), the v1 rule
 stack (`lexical`, over the pure arithmetic in `bonus`), LensNet inference (`lensnet`) and the `hybrid` focus
-(`hybrid`, over the dense sentence index in `index`). A policy may also do ingest-time work (`prepare(store)`,
+(`hybrid`, over the dense sentence index in `index` and the model's reading of its candidates in `rerank`). A policy may also do ingest-time work (`prepare(store)`,
 called after every append; `rolled_back(store)` after a rollback). Importing it loads no torch.
 """
 

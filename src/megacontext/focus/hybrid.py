@@ -11,7 +11,8 @@ A logistic model over the cosine, both z-scores and each one's gap to the best b
 around it (a statement runs over block boundaries: a UUID's value lies a block or two after the key that names it),
 turns them into a probability. A second stage (`focus.rerank`, where the card has one) has the frozen model read
 the likeliest blocks' best sentences: how much better each explains the question than nothing does updates its
-odds by Bayes' rule. The blocks then share the probability as one fact's (`one_fact`: a question asks one thing).
+odds by Bayes' rule. The blocks then share the probability as one fact's (`one_fact_of`: a question asks one
+thing).
 The logistic weights are fitted by `megacontext train focus` on our own fact templates in training books
 (`train.focus_data`), never on the benchmark's, and ship as `checkpoints/focus-hybrid.json` with their card.
 Probe behind the choice (the model's own early heads against MiniLM and the lexical scan): docs/experiments.md.
@@ -138,32 +139,37 @@ class HybridFocus:
     def probabilities(self, store, question: Sequence[int], n: int) -> np.ndarray:
         if n == 0:
             return np.zeros(0)
-        dense, lex = question_signals(self.index, store, question, n)
+        query = query_vector(self.index, question)
+        dense, lex = question_signals(self.index, store, question, n, query)
         z = log_odds(block_features(dense, lex), self.weights, self.bias)
         if self.card.get("rerank") is not None:
-            z = reread(self.index, store, question, z, dense, self.card["rerank"])
+            z = reread(self.index, store, question, z, dense, self.card["rerank"], query)
         ids = store.read_tokens(0, n * store.block_size)
         return whole_statements(one_fact_of(z), runs_on(self.base, ids, store.block_size, self.index.sentence_end))
 
 
 def reread(index: DenseIndex, store, question: Sequence[int], z: np.ndarray, dense: np.ndarray,
-           second: dict) -> np.ndarray:
+           second: dict, query: np.ndarray | None = None) -> np.ndarray:
     """Log-odds `z` with its candidates' updated by the second stage (`focus.rerank`: the model reads each
     candidate's best sentence, and how much better it explains the question than nothing does is added: Bayes'
     rule in log-odds, where a sure block stays ahead of a surer-looking one instead of both rounding to 1).
-    `second`: the card's `rerank`."""
+    `second`: the card's `rerank`; `query`: the question's embedding, where the caller has it."""
     words = rerank.question_words(index.base.decode(list(question)))
     if not words or len(z) == 0:
         return z
     blocks = rerank.candidates(z, dense, int(second.get("candidates", rerank.CANDIDATES)))
-    sentences = rerank.best_sentences(index, store, blocks, query_vector(index, question))
+    query = query_vector(index, question) if query is None else query
+    sentences = rerank.best_sentences(index, store, blocks, query, len(z))
     out = np.array(z, dtype=np.float64)
     out[blocks] += rerank.pmi(index.base, sentences, words)
     return out
 
 
 def one_fact_of(z: np.ndarray) -> np.ndarray:
-    """`one_fact` from log-odds `z` (no odds overflow, however sure a block is): P_b = e^{z_b} / (1 + Σ_j e^{z_j})."""
+    """Per-block log-odds `z` read as one fact's probability: a question asks one thing, so the blocks share it
+    with "no block holds it" (P_b = e^{z_b} / (1 + Σ_j e^{z_j}); in log-odds, so that however sure two blocks are,
+    the surer stays ahead). A sure block leaves its look-alikes a small share, where read one by one each kept
+    enough to be opened beside it and copied from (dev UUID trials, docs/experiments.md)."""
     z = np.asarray(z, dtype=np.float64)
     top = float(z.max(initial=0.0))  # ≥ 0: "none" (log-odds 0) is in the sum too
     e = np.exp(z - top)
@@ -171,12 +177,9 @@ def one_fact_of(z: np.ndarray) -> np.ndarray:
 
 
 def one_fact(p: np.ndarray) -> np.ndarray:
-    """The fitted per-block probabilities read as one fact's: a question asks one thing, so the blocks share its
-    probability with "no block holds it" (P_b = o_b / (1 + Σ_j o_j), o the odds p / (1 − p)). A sure block leaves
-    its look-alikes a small share, where read one by one each kept enough to be opened beside it and copied from
-    (dev UUID trials, docs/experiments.md)."""
-    odds = p / np.clip(1.0 - p, 1e-12, None)
-    return odds / (1.0 + odds.sum())
+    """`one_fact_of` from probabilities `p`."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-300, 1 - 1e-12)
+    return one_fact_of(np.log(p) - np.log1p(-p))
 
 
 REACH = 2  # blocks one sentence may run on past a block wholly inside it (a UUID statement is ~70 tokens: three blocks)
@@ -202,10 +205,12 @@ def whole_statements(p: np.ndarray, runs_on: np.ndarray, reach: int = REACH) -> 
     return out
 
 
-def question_signals(index: DenseIndex, store, question: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
+def question_signals(index: DenseIndex, store, question: Sequence[int], n: int,
+                     query: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(cosines `[n]`, lexical scores `[n]`) of the first `n` blocks of `store` for `question` (token ids): the two
-    matches `block_features` is made from (`train focus` caches them)."""
-    dense = index.segments(store, n).cosines(query_vector(index, question), n, store.block_size)
+    matches `block_features` is made from (`train focus` caches them). `query`: the question's embedding, if made."""
+    query = query_vector(index, question) if query is None else query
+    dense = index.segments(store, n).cosines(query, n, store.block_size)
     return dense, lexical_scan(store, question, n, store.block_size)
 
 

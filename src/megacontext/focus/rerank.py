@@ -6,9 +6,8 @@ other words from a sentence that merely shares its topic, where the sentence emb
 
 That log likelihood ratio updates the first stage's belief by Bayes' rule (`hybrid.reread`): one block holds the
 asked fact, and a candidate's log-odds rise by how much better it explains the question than "nothing relevant in
-view" does (the blocks not read keep theirs, as "none" does). No weight is fitted: on our own training facts a fitted weight
-ranks as this does, and on dev trials this ranks the fact far better (docs/experiments.md, "The model reads the
-candidates", with the probe behind every choice here: `scripts/rerank_probe.py`).
+view" does (the blocks not read keep theirs, as "none" does). No weight is fitted; why, and the probe behind every
+choice here (`scripts/rerank_probe.py`): docs/experiments.md, "The model reads the candidates".
 """
 
 from __future__ import annotations
@@ -43,14 +42,15 @@ def candidates(p: np.ndarray, dense: np.ndarray, k: int = CANDIDATES) -> list[in
     return list(dict.fromkeys(first + np.argsort(-dense, kind="stable")[:k].tolist()))
 
 
-def best_sentences(index, store, blocks: Sequence[int], query: np.ndarray) -> list[str]:
-    """Per block: the sentence overlapping it that best matches `query` (a unit vector), segmented as the index
-    segments a history (`index.plan`, from the start of the block two before, which the segmentation meets again by
-    the block: every block ends a segment)."""
+def best_sentences(index, store, blocks: Sequence[int], query: np.ndarray, n: int) -> list[str]:
+    """Per block: the sentence overlapping it that best matches `query` (a unit vector). The sentences are cut as
+    the index cuts a history (`index.plan`), restarted at the start of the block two before — usually the index's
+    own segments, though a run of short sentences can keep them apart (next: read the index's rows instead).
+    `n`: the history's complete blocks; nothing after them is read (the question follows them in a live store)."""
     k, out = store.block_size, []
     base = index.base
     for b in blocks:
-        lo, hi = max(0, b - 2), min(store.num_tokens // k, b + 2)
+        lo, hi = max(0, b - 2), min(n, b + 2)
         ids = store.read_tokens(lo * k, hi * k)
         segs = [(a, z) for _, a, z in plan(sentence_ends(base, ids, index.sentence_end), lo * k, lo, hi, lo * k, k)
                 if a < (b + 1) * k and z > b * k]

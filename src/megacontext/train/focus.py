@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from megacontext.focus import rerank
-from megacontext.focus.hybrid import FEATURES, block_features, log_odds, probabilities, query_vector, question_signals
+from megacontext.focus.hybrid import (FEATURES, block_features, log_odds, one_fact_of, probabilities, query_vector,
+                                     question_signals)
 from megacontext.focus.index import INDEX_FILE, DenseIndex
 from megacontext.train.focus_data import FAMILIES, example
 
@@ -143,16 +144,17 @@ def recall_in(scored: Sequence[tuple[np.ndarray, np.ndarray]], at: int, whole: b
 
 def reread_example(base, index: DenseIndex, ex, p: np.ndarray, dense: np.ndarray, block_size: int = 32,
                    cache: Path | None = None) -> tuple[list[int], np.ndarray]:
-    """(candidate blocks, their `rerank.pmi`) of one example under first-stage log-odds (or probabilities) `p`: the blocks the
-    policy would give the model to read, and what it reads in them. The model's scores are cached, keyed by the
-    question and the sentences read."""
+    """(candidate blocks, their `rerank.pmi`) of one example under first-stage log-odds (or probabilities) `p`: the
+    blocks the policy would give the model to read, and what it reads in them. The model's scores are cached, keyed
+    by the question and the sentences read."""
     ids = np.asarray(base.tokenize(ex.history), dtype=np.int64)
     store = _Tokens(ids, Path("/nonexistent"), block_size)
     question = base.tokenize(ex.prompt)
     blocks = rerank.candidates(p, dense)
-    sentences = rerank.best_sentences(index, store, blocks, query_vector(index, question))
+    sentences = rerank.best_sentences(index, store, blocks, query_vector(index, question), store.counts[0])
     words = rerank.question_words(ex.prompt)
-    key = hashlib.sha256("\0".join([base.info.name, rerank.PROMPT, rerank.NONE, words, *sentences]).encode()).hexdigest()[:32]
+    scheme = [base.info.name, rerank.PROMPT, rerank.NONE, str(rerank.QUESTION_TOKENS)]
+    key = hashlib.sha256("\0".join([*scheme, words, *sentences]).encode()).hexdigest()[:32]
     file = cache / f"pmi-{key}.npy" if cache is not None else None
     if file is not None and file.exists():
         return blocks, np.load(file)
@@ -166,11 +168,12 @@ def reread_example(base, index: DenseIndex, ex, p: np.ndarray, dense: np.ndarray
 
 
 def train_focus(base, *, examples: int, lengths: Sequence[int], out: str | Path, held_out: int, book: str,
-                command: str, progress: bool = True, cache: str | Path | None = None, second: bool = True) -> dict:
+                command: str, progress: bool = True, cache: str | Path | None = None,
+                second: bool = True) -> dict:
     """Fit on `examples` histories (seeds 0…; families, then lengths, cycled), measure on `held_out` more (later seeds),
-    write the card (weights and all) atomically to `out`; returns it. `second`: the policy reads with the second stage
-    (the model reading the candidates, `focus.rerank`; nothing fitted), and the card measures both. `cache`: where each example's signals and
-    the model's reads are kept between fits."""
+    write the card (weights and all) atomically to `out`; returns it. `second`: the policy reads with the second
+    stage (the model reading the candidates, `focus.rerank`; nothing fitted), and the card measures both. `cache`:
+    where each example's signals and the model's reads are kept between fits."""
     from tqdm import tqdm
 
     index = DenseIndex(base)
@@ -187,20 +190,19 @@ def train_focus(base, *, examples: int, lengths: Sequence[int], out: str | Path,
     y = np.concatenate([r[1] for r in fit])
     weights, bias = fit_logistic(x, y)
     first = [log_odds(r[0], weights, bias) for r in rows]  # ranked and shared as the policy does: in log-odds
-    final = first
-    if second:  # the model reads each example's candidates (the second stage: nothing fitted, Bayes' rule)
-        final = []
-        for r, z in tqdm(list(zip(rows, first)), desc="model reads candidates", disable=not progress):
-            blocks, gain = reread_example(base, index, r[4], z, r[0][:, 0], cache=Path(cache) if cache else None)
-            z = np.array(z)
-            z[blocks] += gain
-            final.append(z)
+    final = list(first)
+    if second:  # the model reads the held-out examples' candidates (the second stage: nothing to fit, Bayes' rule)
+        for i in tqdm(range(examples, len(rows)), desc="model reads candidates", disable=not progress):
+            dense = rows[i][0][:, FEATURES.index("dense")]
+            blocks, gain = reread_example(base, index, rows[i][4], first[i], dense, cache=Path(cache) if cache else None)
+            final[i] = np.array(first[i])
+            final[i][blocks] += gain
 
     def metrics(subset, probs) -> dict:
         """Recall over the examples whose fact is there; the median top probability (absent: how sure focus is
         of a block that answers nothing)."""
         scored = [(probs[i], rows[i][1]) for i in subset]
-        top = [float(1 / (1 + np.exp(-z.max()))) for z, _ in scored if len(z)]
+        top = [float(one_fact_of(z).max()) for z, _ in scored if len(z)]  # what the policy serves
         return {"examples": len(scored), "recall@1": recall_in(scored, 1), "recall@3": recall_in(scored, 3),
                 "recall@8": recall_in(scored, 8), "whole@3": recall_in(scored, 3, whole=True),
                 "whole@8": recall_in(scored, 8, whole=True), "median_top_probability": float(np.median(top)) if top else 0.0}
@@ -222,7 +224,8 @@ def train_focus(base, *, examples: int, lengths: Sequence[int], out: str | Path,
             "command": command, "wall_s": round(time.perf_counter() - t0, 1),
             "metrics": {"held_out": report(final)}}
     if second:
-        card["rerank"] = {"reading": "odds × p(question | sentence) / p(question | none)", "candidates": rerank.CANDIDATES,
+        card["rerank"] = {"reading": "odds × p(question | sentence) / p(question | none)",
+                          "candidates": rerank.CANDIDATES, "question_tokens": rerank.QUESTION_TOKENS,
                           "prompt": rerank.PROMPT, "none": rerank.NONE}
         card["metrics"]["held_out_first_stage"] = report(first)
     out = Path(out)
