@@ -2,7 +2,9 @@
 tier only: validation books, seeds ≥ 10,000.) Per trial: the candidates are the blocks the committed policy finds
 likeliest and the blocks of best cosine (top `--k` of each); each is scored by how well the model predicts the
 question after the block's best-matching sentence, log p(question | sentence) (UPR's reading), and the asked
-fact's rank among the candidates is compared with the policy's own order. No answer is generated.
+fact's rank among the candidates is compared with the policy's own order. No answer is generated. The committed
+rows read v4's card (`--checkpoint`): with today's card the policy's order already holds the model's reading, and
+the `*_bayes_rank` columns would count it twice.
 
     .venv/bin/python scripts/rerank_probe.py --task paraphrase --seeds 10000-10019 [--k 8] [--checkpoint CARD] [--out FILE.json]
 """
