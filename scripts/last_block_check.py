@@ -16,7 +16,7 @@ import numpy as np
 from megacontext.base import BaseModel
 from megacontext.eval import bench
 from megacontext.focus import rerank
-from megacontext.focus.hybrid import HybridFocus, block_features, log_odds, question_signals
+from megacontext.focus.hybrid import HybridFocus
 from megacontext.tasks import make_trial
 from megacontext.train.focus import _Tokens
 
@@ -42,8 +42,7 @@ def main() -> None:
                 ids = np.asarray(base.tokenize(trial.history))
                 store = _Tokens(ids, Path("/nonexistent") / f"{task}-{length}-{seed}")
                 n = len(ids) // store.block_size
-                dense, lex = question_signals(policy.index, store, base.tokenize(trial.prompt), n)
-                z = log_odds(block_features(dense, lex), policy.weights, policy.bias)
+                z, dense, _ = policy.first_stage(store, base.tokenize(trial.prompt), n)
                 last = (n - 1) in rerank.candidates(z, dense)
                 hits.append(last)
                 print(f"{task} {length} seed {seed}: last block a candidate: {last}", flush=True)

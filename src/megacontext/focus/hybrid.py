@@ -136,12 +136,17 @@ class HybridFocus:
             self._key, self._probs = key, self.probabilities(store, question, n)
         return self._probs
 
+    def first_stage(self, store, question: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the logistic model's log-odds `[n]`, the cosines `[n]`, the question's embedding): what the second
+        stage picks its candidates from."""
+        query = query_vector(self.index, question)
+        dense, lex = question_signals(self.index, store, question, n, query)
+        return log_odds(block_features(dense, lex), self.weights, self.bias), dense, query
+
     def probabilities(self, store, question: Sequence[int], n: int) -> np.ndarray:
         if n == 0:
             return np.zeros(0)
-        query = query_vector(self.index, question)
-        dense, lex = question_signals(self.index, store, question, n, query)
-        z = log_odds(block_features(dense, lex), self.weights, self.bias)
+        z, dense, query = self.first_stage(store, question, n)
         if self.card.get("rerank") is not None:
             z = reread(self.index, store, question, z, dense, self.card["rerank"], query)
         ids = store.read_tokens(0, n * store.block_size)
